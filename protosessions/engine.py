@@ -1,0 +1,150 @@
+"""The two keyed stages of the engine, free of any stream framework.
+
+`IdentityShard` rewrites ACIDs for the hits of one group of join keys;
+`SessionShard` groups the hits of one group of `(property_id, ACID)` keys into
+proto-sessions and closes them. The Bytewax flow holds one of each per key;
+`Engine` chains them in-process for the library's own users and tests.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from typing import Iterable, Iterator
+
+from .clock import Clock
+from .closer import CollectingCloser
+from .config import Settings
+from .hit import DeadLetter, Hit, parse_hit
+from .middleware import Context, handler
+from .middlewares import default_chain
+from .middlewares.close_trigger import CloseTrigger
+from .middlewares.identity import ClaimTable, IdentityJoin
+from .state import ShardState
+from .timefmt import wall_now_us
+
+
+def shard_of(text: str, shards: int) -> int:
+    """Stable shard number of a key (same in every process and run)."""
+    return zlib.crc32(text.encode()) % shards
+
+
+def identity_shard(hit: Hit, shards: int) -> str:
+    """Routing key of the identity step: the shard of `(property, join key)`."""
+    jk = hit.join_key
+    if jk is None:  # nothing to join: any shard will do; spread by client
+        return "i" + str(shard_of(hit.property_id + "\n" + hit.client_id, shards))
+    return "i" + str(shard_of(hit.property_id + "\n" + jk, shards))
+
+
+def session_shard(hit: Hit, shards: int) -> str:
+    """Routing key of the session step: the shard of `(property_id, ACID)`."""
+    return "s" + str(shard_of(hit.property_id + "\n" + hit.acid, shards))
+
+
+class IdentityShard:
+    """Identity joining for the join keys of one shard."""
+
+    def __init__(self, settings: Settings, clock: Clock, snapshot: tuple | None = None) -> None:
+        self.table = ClaimTable.restore(snapshot) if snapshot is not None else ClaimTable()
+        self.state = ShardState()
+        self.state.clock = self.table.clock
+        clock.advance(self.table.clock)
+        self.out: list[Hit] = []
+        self.ctx = Context(settings, self.state, clock, CollectingCloser(),
+                           [IdentityJoin(settings, self.table)], terminal=self.out.append)
+
+    def on_hits(self, hits: Iterable[Hit]) -> list[Hit]:
+        handler(self.ctx, hits)
+        self.table.clock = self.state.clock
+        out, self.out[:] = list(self.out), []
+        return out
+
+    def tick(self) -> None:
+        self.ctx.ping(self.ctx.clock.now)
+
+    @property
+    def empty(self) -> bool:
+        return not self.table.claims
+
+    def snapshot(self) -> tuple:
+        return self.table.snapshot()
+
+
+class SessionShard:
+    """Proto-sessions for the `(property_id, ACID)` keys of one shard."""
+
+    def __init__(self, settings: Settings, clock: Clock, snapshot: tuple | None = None) -> None:
+        self.state = ShardState.restore(snapshot) if snapshot is not None else ShardState()
+        clock.advance(self.state.clock)
+        self.closer = CollectingCloser()
+        self.ctx = Context(settings, self.state, clock, self.closer, default_chain(settings))
+
+    def on_hits(self, hits: Iterable[Hit]) -> list[tuple[str, bytes]]:
+        """Handle hits; returns the sessions they (and the clock) closed."""
+        handler(self.ctx, hits)
+        return self.closer.take()
+
+    def tick(self) -> list[tuple[str, bytes]]:
+        """Close what the worker clock has expired."""
+        self.ctx.ping(self.ctx.clock.now)
+        return self.closer.take()
+
+    def close_all(self) -> list[tuple[str, bytes]]:
+        """End of input: close everything, as `inactivity` where the clock had
+        already expired it, else `end_of_input`."""
+        trigger = self.ctx.middlewares[0]
+        assert isinstance(trigger, CloseTrigger)
+        now = self.ctx.clock.now
+        for key, ps in list(self.state.sessions.items()):
+            self.ctx.close(key, trigger.end_reason(ps, now))
+        return self.closer.take()
+
+    @property
+    def empty(self) -> bool:
+        return not self.state.sessions
+
+    @property
+    def stats(self) -> Counter:
+        return self.ctx.stats
+
+    def snapshot(self) -> tuple:
+        return self.state.snapshot()
+
+
+class Engine:
+    """The whole engine in one process and one worker: lines in, sessions out.
+
+    The reference the Bytewax flow is tested against, and a library entry
+    point for callers that need no stream framework.
+    """
+
+    def __init__(self, settings: Settings, future_check: bool = True) -> None:
+        self.settings = settings
+        self.future_check = future_check
+        self.parse_clock = Clock()
+        self.identity = IdentityShard(settings, Clock())
+        self.sessions = SessionShard(settings, Clock())
+        self.dead_letters: list[DeadLetter] = []
+
+    def feed(self, lines: Iterable[bytes], name: str = "-") -> Iterator[tuple[str, bytes]]:
+        """Run raw lines (file order) through; yields closed sessions as they close."""
+        wall = wall_now_us() if self.future_check else None
+        for n, raw in enumerate(lines, 1):
+            raw = raw.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            hit = parse_hit(raw, self.settings, wall, self.parse_clock.now)
+            if hit.__class__ is str:
+                self.dead_letters.append(DeadLetter(hit, raw, {"file": name, "line": n}))
+                continue
+            self.parse_clock.advance(hit.t)
+            yield from self.sessions.on_hits(self.identity.on_hits([hit]))
+
+    def finish(self) -> list[tuple[str, bytes]]:
+        return self.sessions.close_all()
+
+    def run(self, lines: Iterable[bytes], name: str = "-") -> list[tuple[str, bytes]]:
+        out = list(self.feed(lines, name))
+        out.extend(self.finish())
+        return out

@@ -1,0 +1,443 @@
+"""Deterministic generator of realistic GA4-like ``/g/collect`` hits as JSONL.
+
+Used by users (sample data), tests and benchmarks. It has no dependency on
+Bytewax; only :mod:`orjson` and the standard library.
+
+Model
+-----
+* ``clients`` devices (``client_id``), each bound to one property (web site).
+  Property traffic is skewed (weight ``1 / (k + 1) ** 1.5``).
+* Client activity is Zipf-like: client of rank ``r`` gets a share proportional
+  to ``1 / (r + 5)``.  With 1M hits / 50k clients the heaviest client has ~18k
+  hits, the median client ~4.
+* The stream covers ``span = max(1 h, 8 min * hits / clients)`` of traffic, so a
+  typical client has several *visits* (bursts of hits a few seconds to a minute
+  apart) separated by idle gaps that are sometimes shorter and sometimes longer
+  than 30 minutes.  Heavy clients are bot-like: short intervals, short gaps.
+* ``sid`` / ``sct`` follow GA4's client-side rule: a new ``sid`` (session start,
+  epoch seconds) and an incremented ``sct`` when the previous hit of the client
+  is more than 30 minutes old.
+* ~10 % of clients sit behind shared NAT addresses (a handful of clients per
+  address); ~25 % of the others are "mobile" and sometimes change address at
+  the start of a visit; the rest keep their own address.
+* ~5 % of clients are devices of logged-in users (2-3 devices per user); their
+  hits carry ``user_id`` (and ``uid``) from the login point of a visit on.
+* ~1 % of hits are retried: the exact same bytes are emitted again a few lines
+  later, at most ~2 s (stream time) after the original, so a retry's time may be
+  slightly earlier than the line before it.  All other lines are in
+  non-decreasing ``server_received_time`` order.
+* ~0.5 % of hits carry a ``sessionStamp`` query param: an opaque string, stable
+  for a (client, sid) pair, of the form ``"<sid>.<8 hex>"``.
+
+Everything comes from one ``random.Random(seed)``, so the same arguments give
+byte-identical output.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from bisect import bisect
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import BinaryIO
+
+import orjson
+
+__all__ = ["generate_hits", "write_hits", "DEFAULT_START"]
+
+DEFAULT_START = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_US = 1_000_000
+_SESSION_TIMEOUT_US = 30 * 60 * _US
+_RETRY_WINDOW_US = 2 * _US
+_MASK64 = (1 << 64) - 1
+_ID_MULT = 0x9E3779B97F4A7C15  # odd -> multiplication is a bijection mod 2**64
+
+_RETRY_RATE = 0.01
+_STAMP_RATE = 0.005
+_GET_RATE = 0.25
+_NAT_SHARE = 0.10
+_LOGGED_IN_SHARE = 0.05
+_MOBILE_SHARE = 0.25
+_MOBILE_IP_CHANGE = 0.35
+
+_SITES = (
+    "acme-store", "daily-news", "travelbook", "foodie-hub", "techreview",
+    "gardenista", "autoparts", "bookcorner", "petplanet", "fitlife",
+)
+
+_PATHS = (
+    "/", "/products", "/products/shoes", "/products/shirts", "/products/hats",
+    "/products/bags", "/sale", "/new-arrivals", "/cart", "/checkout",
+    "/checkout/payment", "/checkout/confirmation", "/account", "/account/orders",
+    "/login", "/search?q=sneakers", "/search?q=red+dress", "/search?q=gift",
+    "/blog", "/blog/how-to-choose", "/blog/spring-trends", "/blog/care-guide",
+    "/about", "/contact", "/faq", "/shipping", "/returns", "/stores",
+    "/products/item-1001", "/products/item-1002", "/products/item-1003",
+    "/products/item-1004", "/products/item-1005", "/products/item-1006",
+)
+
+# (event name, weight) for non-first hits of a visit; a visit starts with page_view.
+_EVENTS = (
+    ("page_view", 0.36),
+    ("user_engagement", 0.24),
+    ("scroll", 0.18),
+    ("click", 0.12),
+    ("view_item", 0.06),
+    ("add_to_cart", 0.03),
+    ("begin_checkout", 0.01),
+)
+
+_USER_AGENTS = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/18.1 Safari/605.1.15",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (iPad; CPU OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.6 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.6778.81 Mobile Safari/537.36",
+    "Mozilla/5.0 (Linux; Android 13; SM-S911B) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/130.0.6723.102 Mobile Safari/537.36",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
+)
+
+_LANGUAGES = (
+    "en-US,en;q=0.9", "en-GB,en;q=0.9", "de-DE,de;q=0.9,en;q=0.8",
+    "fr-FR,fr;q=0.9,en;q=0.8", "es-ES,es;q=0.9", "it-IT,it;q=0.9,en;q=0.7",
+    "nl-NL,nl;q=0.9,en;q=0.8", "pl-PL,pl;q=0.9", "pt-BR,pt;q=0.9,en;q=0.6",
+    "ja-JP,ja;q=0.9",
+)
+
+_EDGE_POPS = ("FRA", "AMS", "LHR", "IAD", "SFO", "NRT", "GRU", "SYD")
+
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+def _cum(weights: list[float]) -> list[float]:
+    out, acc = [], 0.0
+    for w in weights:
+        acc += w
+        out.append(acc)
+    return out
+
+
+def _to_utc_us(start: datetime) -> int:
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=timezone.utc)
+    delta = start.astimezone(timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return delta // timedelta(microseconds=1)
+
+
+def _rand_ip(rng: random.Random) -> str:
+    # Public-looking unicast IPv4 (first octet 11..223, not 127).
+    a = rng.randint(11, 223)
+    if a == 127:
+        a = 128
+    return f"{a}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randint(1, 254)}"
+
+
+def generate_hits(
+    hits: int,
+    clients: int,
+    seed: int,
+    start: datetime | None = None,
+    properties: int = 3,
+) -> Iterator[bytes]:
+    """Yield `hits` JSON lines (bytes, no trailing newline) in non-decreasing
+    server_received_time order (except retries, see module docstring)."""
+    if hits < 0:
+        raise ValueError("hits must be >= 0")
+    if clients < 1:
+        raise ValueError("clients must be >= 1")
+    if properties < 1:
+        raise ValueError("properties must be >= 1")
+    return _generate(hits, clients, seed, DEFAULT_START if start is None else start, properties)
+
+
+def _generate(
+    hits: int, n_clients: int, seed: int, start: datetime, n_props: int
+) -> Iterator[bytes]:
+    if hits == 0:
+        return
+    rng = random.Random(seed)
+    rand = rng.random
+    expo = rng.expovariate
+    getrandbits = rng.getrandbits
+    dumps = orjson.dumps
+
+    base_us = _to_utc_us(start)
+    base_sec = base_us // _US
+    span_us = int(max(3600.0, 480.0 * hits / n_clients) * _US)
+
+    # ---- properties -------------------------------------------------------
+    prop_ids: list[str] = []
+    seen: set[str] = set()
+    while len(prop_ids) < n_props:
+        pid = "G-" + "".join(rng.choice(_ALNUM) for _ in range(10))
+        if pid not in seen:
+            seen.add(pid)
+            prop_ids.append(pid)
+    prop_cum = _cum([1.0 / (k + 1) ** 1.5 for k in range(n_props)])
+    prop_hosts, prop_urls = [], []
+    for k in range(n_props):
+        site = _SITES[k % len(_SITES)] + ("" if k < len(_SITES) else str(k // len(_SITES)))
+        prop_hosts.append(f"metrics.{site}.com")
+        prop_urls.append([[f"https://www.{site}.com{p}"] for p in _PATHS])
+    page_cum = _cum([1.0 / (r + 1) for r in range(len(_PATHS))])
+    page_total = page_cum[-1]
+    n_pages = len(_PATHS)
+
+    ev_lists = [[name] for name, _ in _EVENTS]
+    ev_cum = _cum([w for _, w in _EVENTS])
+    ev_total = ev_cum[-1]
+    page_view = ev_lists[0]
+    v2 = ["2"]
+    headers_pool = [
+        {"user-agent": [ua], "accept-language": [lang]}
+        for ua in _USER_AGENTS
+        for lang in _LANGUAGES
+    ]
+
+    # ---- clients ----------------------------------------------------------
+    order = list(range(n_clients))
+    rng.shuffle(order)  # rank of each client in the activity distribution
+    norm = sum(1.0 / (r + 5) for r in range(n_clients))
+    per_hit_us = span_us / hits  # mean stream time between two hits
+
+    c_cid: list[list[str]] = []
+    c_cid_str: list[str] = []
+    c_prop: list[int] = []
+    c_tid: list[list[str]] = []
+    c_host: list[str] = []
+    c_headers: list[dict] = []
+    c_meta: list[dict | None] = []
+    c_ip: list[str] = []
+    c_mobile: list[bool] = []
+    c_user: list[str | None] = []
+    c_uid: list[list[str] | None] = []
+    c_visit_mean: list[float] = []  # mean hits per visit (>= 1)
+    c_gap_rate: list[float] = []  # 1 / mean idle gap (1/us)
+    c_step_rate: list[float] = []  # 1 / mean intra-visit interval (1/us)
+    heap: list[tuple[int, int]] = []
+
+    used_cids: set[str] = set()
+    for i in range(n_clients):
+        expected = hits / norm / (order[i] + 5)  # expected hits of this client
+        visit_mean = min(200.0, max(1.3, 1.2 * math.sqrt(expected)))
+        cycle = span_us * visit_mean / expected  # mean time between visit starts
+        step = min(30.0 * _US, 0.4 * cycle / visit_mean)
+        gap = max(5.0 * _US, cycle - visit_mean * step)
+        c_visit_mean.append(visit_mean)
+        c_step_rate.append(1.0 / step)
+        c_gap_rate.append(1.0 / gap)
+        first = int(rand() * cycle)
+        heap.append((first, i))
+
+        p = bisect(prop_cum, rand() * prop_cum[-1])
+        c_prop.append(p)
+        c_tid.append([prop_ids[p]])
+        c_host.append(prop_hosts[p])
+        # GA client id: random 31-bit number "." first-visit epoch seconds.
+        if rand() < 0.4:  # new visitor: first seen at first hit
+            first_seen = base_sec + (first // _US)
+        else:
+            first_seen = base_sec - rng.randint(3600, 400 * 86400)
+        while True:
+            cid = f"{rng.randint(100000000, 2147483647)}.{first_seen}"
+            if cid not in used_cids:
+                used_cids.add(cid)
+                break
+        c_cid.append([cid])
+        c_cid_str.append(cid)
+        c_headers.append(headers_pool[rng.randrange(len(headers_pool))])
+        c_meta.append({"edge_pop": rng.choice(_EDGE_POPS), "collector": "sgtm-1"}
+                      if rand() < 0.5 else None)
+        c_ip.append(_rand_ip(rng))
+        c_mobile.append(False)
+        c_user.append(None)
+        c_uid.append(None)
+    heapq.heapify(heap)
+
+    # Shared NAT addresses: ~10 % of clients, ~8 clients per address.
+    idx = list(range(n_clients))
+    rng.shuffle(idx)
+    n_nat = round(n_clients * _NAT_SHARE)
+    nat_clients = idx[:n_nat]
+    if n_nat >= 2:
+        nat_ips = [_rand_ip(rng) for _ in range(max(1, n_nat // 8))]
+        nat_cum = _cum([1.0 / (k + 1) for k in range(len(nat_ips))])
+        for j, i in enumerate(nat_clients):
+            # the first len(nat_ips) clients cover every address once
+            k = j if j < len(nat_ips) else bisect(nat_cum, rand() * nat_cum[-1])
+            c_ip[i] = nat_ips[k]
+    # Logged-in users with 2-3 devices each: ~5 % of clients.
+    n_logged = round(n_clients * _LOGGED_IN_SHARE)
+    logged = idx[n_nat:n_nat + n_logged]
+    j = 0
+    while j + 1 < len(logged):
+        devices = 3 if (rand() < 0.4 and j + 2 < len(logged)) else 2
+        user = f"u{getrandbits(40):010x}"
+        for i in logged[j:j + devices]:
+            c_user[i] = user
+            c_uid[i] = [user]
+        j += devices
+    # Mobile clients (own address that changes now and then).
+    for i in idx[n_nat + n_logged:]:
+        if rand() < _MOBILE_SHARE:
+            c_mobile[i] = True
+
+    # ---- per-client dynamic state -----------------------------------------
+    s_left = [0] * n_clients  # hits left in the current visit (0: visit over)
+    s_last = [-(1 << 62)] * n_clients  # time of previous hit (us, stream time)
+    s_sid: list[list[str] | None] = [None] * n_clients
+    s_sct = [0] * n_clients
+    s_sct_list: list[list[str] | None] = [None] * n_clients
+    s_stamp: list[list[str] | None] = [None] * n_clients
+    s_page: list[list[str] | None] = [None] * n_clients
+    s_login = [0] * n_clients  # hits left before the user logs in this visit
+    s_logged = [False] * n_clients
+
+    id_salt = (seed * 0xD1B54A32D192ED03 + 0x632BE59BD9B4E019) & _MASK64
+
+    cached_sec = None
+    prefix = ""
+    pending: list[tuple[int, int, bytes]] = []  # (due line index, time us, line)
+    emitted = 0
+    n = 0  # number of original hits generated
+
+    while emitted < hits:
+        t, i = heap[0]
+        if pending:
+            due_line = None
+            for k, (due, pt, line) in enumerate(pending):
+                if due <= emitted or t - pt > _RETRY_WINDOW_US:
+                    due_line = k
+                    break
+            if due_line is not None:
+                yield pending.pop(due_line)[2]
+                emitted += 1
+                continue
+
+        # -- visit bookkeeping for client i at time t
+        first_of_visit = s_left[i] == 0
+        if first_of_visit:
+            s_left[i] = 1 + int(expo(1.0 / c_visit_mean[i]) if c_visit_mean[i] > 1.0 else 0)
+            if c_mobile[i] and rand() < _MOBILE_IP_CHANGE:
+                c_ip[i] = _rand_ip(rng)
+            if c_user[i] is not None:
+                # 30 % of visits stay anonymous, others log in after 0-3 hits
+                s_login[i] = (1 << 30) if rand() < 0.3 else int(rand() * 4)
+                s_logged[i] = False
+        if t - s_last[i] > _SESSION_TIMEOUT_US:
+            sid = str((base_us + t) // _US)
+            s_sid[i] = [sid]
+            s_sct[i] += 1
+            s_sct_list[i] = [str(s_sct[i])]
+            s_stamp[i] = [f"{sid}.{getrandbits(32):08x}"]
+        s_last[i] = t
+
+        if first_of_visit:
+            ev = page_view
+        else:
+            ev = ev_lists[bisect(ev_cum, rand() * ev_total)]
+        if ev is page_view or s_page[i] is None:
+            s_page[i] = prop_urls[c_prop[i]][min(n_pages - 1, bisect(page_cum, rand() * page_total))]
+
+        qp = {
+            "v": v2,
+            "tid": c_tid[i],
+            "cid": c_cid[i],
+            "en": ev,
+            "dl": s_page[i],
+            "sid": s_sid[i],
+            "sct": s_sct_list[i],
+        }
+        uid = None
+        if c_uid[i] is not None:
+            if s_logged[i]:
+                uid = c_user[i]
+            elif s_login[i] == 0:
+                s_logged[i] = True
+                uid = c_user[i]
+            else:
+                s_login[i] -= 1
+            if uid is not None:
+                qp["uid"] = c_uid[i]
+        r = rand()
+        if r < _STAMP_RATE:
+            qp["sessionStamp"] = s_stamp[i]
+
+        sec = (base_us + t) // _US
+        if sec != cached_sec:
+            cached_sec = sec
+            prefix = (_EPOCH_NAIVE + timedelta(seconds=sec)).isoformat()
+        hit = {
+            "id": f"{(((n + id_salt) & _MASK64) * _ID_MULT) & _MASK64:016x}",
+            "client_id": c_cid_str[i],
+            "property_id": c_tid[i][0],
+            "server_received_time": f"{prefix}.{(base_us + t) % _US:06d}Z",
+            "ip": c_ip[i],
+            "host": c_host[i],
+            "method": "GET" if rand() < _GET_RATE else "POST",
+            "path": "/g/collect",
+            "query_params": qp,
+            "headers": c_headers[i],
+        }
+        if uid is not None:
+            hit["user_id"] = uid
+        meta = c_meta[i]
+        if meta is not None:
+            hit["metadata"] = meta
+        line = dumps(hit)
+        n += 1
+        yield line
+        emitted += 1
+        if _STAMP_RATE <= r < _STAMP_RATE + _RETRY_RATE:
+            pending.append((emitted + 1 + int(rand() * 5), t, line))
+
+        # -- schedule the client's next hit
+        s_left[i] -= 1
+        if s_left[i] > 0:
+            nxt = t + 50_000 + int(expo(c_step_rate[i]))
+        else:
+            nxt = t + 1_000_000 + int(expo(c_gap_rate[i]))
+        heapq.heapreplace(heap, (nxt, i))
+
+
+def write_hits(
+    out: BinaryIO,
+    hits: int,
+    clients: int,
+    seed: int,
+    start: datetime | None = None,
+    properties: int = 3,
+) -> int:
+    """Write lines with b"\\n" after each; return the number written."""
+    written = 0
+    buf: list[bytes] = []
+    append = buf.append
+    write = out.write
+    for line in generate_hits(hits, clients, seed, start, properties):
+        append(line)
+        if len(buf) >= 4096:
+            buf.append(b"")
+            write(b"\n".join(buf))
+            written += len(buf) - 1
+            buf.clear()
+    if buf:
+        buf.append(b"")
+        write(b"\n".join(buf))
+        written += len(buf) - 1
+    return written

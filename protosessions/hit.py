@@ -1,0 +1,177 @@
+"""The hit model and its validation (SPEC "Input: one hit" and "Rejection").
+
+A valid hit keeps its raw bytes: the session output splices them back in
+untouched (unknown fields, number spelling and key order included), so the
+engine never re-serialises a hit it did not have to change.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+
+from .config import Settings
+from .timefmt import parse_time_us
+
+REQUIRED = ("id", "client_id", "property_id", "server_received_time")
+OPTIONAL_STR = ("ip", "host", "method", "path", "body")
+OPTIONAL_MAPS = ("query_params", "headers")
+
+
+class Hit:
+    """One valid hit. `acid` starts as the hit's own ACID and is rewritten by
+    identity joining; `clock` is the worker clock when the hit was read
+    (SPEC rule 2), which decides membership for late hits."""
+
+    __slots__ = ("t", "clock", "id", "property_id", "client_id", "acid",
+                 "user_id", "join_key", "raw")
+
+    def __init__(self, t: int, clock: int, id: str, property_id: str, client_id: str,
+                 acid: str, user_id: str | None, join_key: str | None, raw: bytes) -> None:
+        self.t = t
+        self.clock = clock
+        self.id = id
+        self.property_id = property_id
+        self.client_id = client_id
+        self.acid = acid
+        self.user_id = user_id
+        self.join_key = join_key
+        self.raw = raw
+
+    def __reduce__(self):  # compact pickling for exchanges between processes
+        return (Hit, (self.t, self.clock, self.id, self.property_id, self.client_id,
+                      self.acid, self.user_id, self.join_key, self.raw))
+
+    def __repr__(self) -> str:
+        return f"Hit(id={self.id!r}, acid={self.acid!r}, t={self.t})"
+
+
+class DeadLetter:
+    """A rejected input with the first failing check (`reason`) and where it came from."""
+
+    __slots__ = ("reason", "raw", "source")
+
+    def __init__(self, reason: str, raw: bytes, source: dict[str, Any]) -> None:
+        self.reason = reason
+        self.raw = raw
+        self.source = source
+
+    def __reduce__(self):
+        return (DeadLetter, (self.reason, self.raw, self.source))
+
+    def __repr__(self) -> str:
+        return f"DeadLetter({self.reason!r}, {self.source!r})"
+
+    def to_json(self) -> bytes:
+        try:
+            raw, encoding = self.raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            raw, encoding = base64.b64encode(self.raw).decode("ascii"), "base64"
+        return orjson.dumps({"error": self.reason, "raw": raw,
+                             "raw_encoding": encoding, "source": self.source})
+
+
+def _is_str_lists(value: Any) -> bool:
+    if value.__class__ is not dict:
+        return False
+    for k, v in value.items():
+        if v.__class__ is not list:
+            return False
+        for s in v:
+            if s.__class__ is not str:
+                return False
+    return True
+
+
+def _is_str_map(value: Any) -> bool:
+    if value.__class__ is not dict:
+        return False
+    for v in value.values():
+        if v.__class__ is not str:
+            return False
+    return True
+
+
+def session_stamp(obj: dict[str, Any]) -> str | None:
+    """First non-empty `sessionStamp` query parameter, else the IP, else None."""
+    qp = obj.get("query_params")
+    if qp:
+        values = qp.get("sessionStamp")
+        if values and values[0]:
+            return values[0]
+    return obj.get("ip") or None
+
+
+def check(raw: bytes, settings: Settings, wall_now_us: int | None) -> tuple[dict, int] | str:
+    """Validate one raw hit: `(parsed object, t)` or the SPEC rejection reason.
+
+    `wall_now_us` None skips the future check (used where no wall clock applies).
+    """
+    if len(raw) > settings.max_hit_bytes:
+        return "too_large"
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return "not_json"
+    if obj.__class__ is not dict:
+        return "not_object"
+    for name in REQUIRED:
+        v = obj.get(name)
+        if v is None or v == "":
+            return "missing_field:" + name
+        if v.__class__ is not str:
+            return "bad_type:" + name
+    t = parse_time_us(obj["server_received_time"])
+    if t is None:
+        return "bad_timestamp"
+    if "authoritative_client_id" in obj:
+        v = obj["authoritative_client_id"]
+        if v is not None and (v.__class__ is not str or v == ""):
+            return "bad_type:authoritative_client_id"
+    for name in OPTIONAL_STR:
+        v = obj.get(name)
+        if v is not None and v.__class__ is not str:
+            return "bad_type:" + name
+    v = obj.get("user_id")
+    if v is not None and v.__class__ is not str:
+        return "bad_type:user_id"
+    for name in OPTIONAL_MAPS:
+        v = obj.get(name)
+        if v is not None and not _is_str_lists(v):
+            return "bad_type:" + name
+    v = obj.get("metadata")
+    if v is not None and not _is_str_map(v):
+        return "bad_type:metadata"
+    if wall_now_us is not None and t - wall_now_us > settings.max_future_skew_us:
+        return "future_timestamp"
+    return obj, t
+
+
+def join_key(obj: dict[str, Any], settings: Settings) -> str | None:
+    """SPEC rule 1: user ID if joining by it and present, else the session stamp
+    if joining by it, else None. Prefixed so a user ID never meets a stamp."""
+    if settings.join_by_user_id:
+        uid = obj.get("user_id")
+        if uid:
+            return "u:" + uid
+    if settings.join_by_session_stamp:
+        stamp = session_stamp(obj)
+        if stamp:
+            return "s:" + stamp
+    return None
+
+
+def parse_hit(raw: bytes, settings: Settings, wall_now_us: int | None,
+              clock: int = 0) -> Hit | str:
+    """Raw bytes -> `Hit`, or the rejection reason. `clock` is stamped on the hit
+    (callers pass the running worker clock including this hit)."""
+    res = check(raw, settings, wall_now_us)
+    if res.__class__ is str:
+        return res  # type: ignore[return-value]
+    obj, t = res  # type: ignore[misc]
+    cid = obj["client_id"]
+    return Hit(t, max(clock, t), obj["id"], obj["property_id"], cid,
+               obj.get("authoritative_client_id") or cid, obj.get("user_id") or None,
+               join_key(obj, settings), raw)

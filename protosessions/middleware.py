@@ -1,0 +1,164 @@
+"""The middleware chain that turns hits into proto-sessions.
+
+As in the Go engine, each hit runs through a chain of middlewares; each may
+act before and after calling `next`, or stop the hit. The end of the chain
+stores the hit in its proto-session. Closing a proto-session collects its hits
+from every middleware (`on_collect`), hands them to the `Closer`, then lets
+every middleware forget it (`on_cleanup`). Clock ticks reach every middleware
+through `on_ping`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from operator import attrgetter
+from typing import Callable, Iterable, Protocol
+
+from .clock import Clock
+from .closer import Closer
+from .config import Settings
+from .hit import Hit
+from .state import ProtoSession, SessionKey, ShardState, StoredHit
+
+Next = Callable[[Hit], None]
+
+
+class Middleware(Protocol):
+    """One step of the chain. Only `handle` is required to do anything."""
+
+    def handle(self, ctx: "Context", hit: Hit, next: Next) -> None: ...
+
+    def on_cleanup(self, ctx: "Context", acid: SessionKey) -> None: ...
+
+    def on_collect(self, ctx: "Context", acid: SessionKey) -> list[StoredHit]: ...
+
+    def on_ping(self, ctx: "Context", ts: int) -> None: ...
+
+
+class BaseMiddleware:
+    """No-op hooks, so a middleware only writes the ones it needs."""
+
+    def handle(self, ctx: "Context", hit: Hit, next: Next) -> None:
+        next(hit)
+
+    def on_cleanup(self, ctx: "Context", acid: SessionKey) -> None:
+        return None
+
+    def on_collect(self, ctx: "Context", acid: SessionKey) -> list[StoredHit]:
+        return []
+
+    def on_ping(self, ctx: "Context", ts: int) -> None:
+        return None
+
+
+class Context:
+    """What middlewares share: the shard's state, settings, clock, closer, counters.
+
+    Keys passed as `acid` are `(property_id, ACID)` pairs: every identifier is
+    scoped by property.
+    """
+
+    def __init__(self, settings: Settings, state: ShardState, clock: Clock,
+                 closer: Closer, middlewares: list[Middleware],
+                 terminal: Next | None = None) -> None:
+        self.settings = settings
+        self.state = state
+        self.sessions = state.sessions
+        self.clock = clock
+        self.closer = closer
+        self.middlewares = middlewares
+        self.stats: Counter[str] = Counter()
+        self.entry: Next = self._build_chain(terminal or self.store)
+
+    def _build_chain(self, nxt: Next) -> Next:
+        for mw in reversed(self.middlewares):
+            nxt = _link(self, mw, nxt)
+        return nxt
+
+    def store(self, hit: Hit) -> None:
+        """End of the chain: append the hit to its open proto-session."""
+        key = (hit.property_id, hit.acid)
+        ps = self.sessions.get(key)
+        if ps is None:
+            ps = self.sessions[key] = ProtoSession(hit.property_id, hit.acid)
+            ps.first_t = ps.last_t = hit.t
+            ps.first_id = hit.id
+        else:
+            if hit.t < ps.first_t:
+                ps.first_t, ps.first_id = hit.t, hit.id
+            if hit.t > ps.last_t:
+                ps.last_t = hit.t
+        if hit.clock > ps.seen_clock:
+            ps.seen_clock = hit.clock
+        ps.hits.append((hit.t, hit.raw))
+        ps.count += 1
+        ps.size += len(hit.raw)
+        ps.ids.add(hit.id)
+        ps.client_ids.add(hit.client_id)
+        if hit.user_id:
+            ps.user_ids.add(hit.user_id)
+
+    def collect_all(self, acid: SessionKey) -> list[StoredHit]:
+        """Every stored hit of a proto-session, oldest arrival first."""
+        hits: list[StoredHit] = []
+        for mw in self.middlewares:
+            hits.extend(mw.on_collect(self, acid))
+        ps = self.sessions.get(acid)
+        if ps is not None:
+            hits.extend(ps.hits)
+        return hits
+
+    def trigger_cleanup(self, acid: SessionKey) -> None:
+        """Forget a proto-session everywhere."""
+        for mw in self.middlewares:
+            mw.on_cleanup(self, acid)
+        self.sessions.pop(acid, None)
+
+    def close(self, acid: SessionKey, reason: str) -> None:
+        """Close one proto-session: collect, hand to the closer, clean up."""
+        ps = self.sessions.get(acid)
+        if ps is None:
+            return
+        hits = self.collect_all(acid)
+        self.closer.close(ps, hits, reason)
+        self.stats["closed:" + reason] += 1
+        self.trigger_cleanup(acid)
+
+    def close_all(self, reason: str) -> None:
+        for acid in list(self.sessions):
+            self.close(acid, reason)
+
+    def ping(self, ts: int) -> None:
+        """Tell every middleware the clock reached `ts` (closes what expired)."""
+        for mw in self.middlewares:
+            mw.on_ping(self, ts)
+
+
+def _link(ctx: Context, mw: Middleware, nxt: Next) -> Next:
+    handle = mw.handle
+
+    def step(hit: Hit) -> None:
+        handle(ctx, hit, nxt)
+
+    return step
+
+
+_BY_CLOCK = attrgetter("clock")
+
+
+def handler(ctx: Context, hits: Iterable[Hit]) -> None:
+    """Run a batch of hits through the chain, then tick the clock.
+
+    Hits are taken in order of the worker clock at which they were read (a
+    stable sort, so ties keep arrival order): that is the order in which a
+    single worker handled them, whatever batches they arrived in.
+    """
+    entry = ctx.entry
+    clock = ctx.clock
+    state = ctx.state
+    for hit in sorted(hits, key=_BY_CLOCK):
+        if hit.clock > state.clock:
+            state.clock = hit.clock
+        clock.advance(hit.clock)
+        entry(hit)
+    ctx.ping(clock.now)

@@ -1,0 +1,38 @@
+"""Compaction (SPEC rule 6): big proto-sessions are kept compressed."""
+
+from __future__ import annotations
+
+from ..config import Settings
+from ..hit import Hit
+from ..middleware import BaseMiddleware, Context, Next
+from ..state import SessionKey, StoredHit, compress_hits, decompress_hits
+
+
+class Compaction(BaseMiddleware):
+    """Once the uncompressed hits of a proto-session pass the threshold, they
+    move into a compressed block; `on_collect` gives them back in arrival
+    order, so compaction never changes the output. A threshold of 0 turns it off.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.threshold = settings.compaction_threshold
+
+    def handle(self, ctx: Context, hit: Hit, next: Next) -> None:
+        next(hit)
+        if not self.threshold:
+            return
+        ps = ctx.sessions.get((hit.property_id, hit.acid))
+        if ps is not None and ps.size > self.threshold:
+            ps.compacted.append(compress_hits(ps.hits))
+            ps.hits = []
+            ps.size = 0
+            ctx.stats["compactions"] += 1
+
+    def on_collect(self, ctx: Context, acid: SessionKey) -> list[StoredHit]:
+        ps = ctx.sessions.get(acid)
+        if ps is None or not ps.compacted:
+            return []
+        hits: list[StoredHit] = []
+        for blob in ps.compacted:
+            hits.extend(decompress_hits(blob))
+        return hits

@@ -1,0 +1,121 @@
+"""Per-shard state: the open proto-sessions and the timing wheel over them.
+
+This is what Bytewax snapshots for a session shard. It holds only open
+proto-sessions (a closed one leaves nothing behind) and the wheel holds only
+buckets that still name an open proto-session.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zlib
+from typing import Iterator
+
+from .wheel import TimingWheel
+
+SessionKey = tuple  # (property_id, acid)
+StoredHit = tuple  # (t, raw bytes), in arrival order
+
+SNAPSHOT_VERSION = 1
+
+
+class ProtoSession:
+    """One open group of hits of a `(property_id, ACID)`.
+
+    Hits are kept as `(t, raw)` in arrival order; once their bytes pass the
+    compaction threshold they move, compressed, into `compacted`.
+    """
+
+    __slots__ = ("property_id", "acid", "first_t", "first_id", "last_t", "count",
+                 "size", "hits", "compacted", "ids", "client_ids", "user_ids", "bucket", "seen_clock")
+
+    def __init__(self, property_id: str, acid: str) -> None:
+        self.property_id = property_id
+        self.acid = acid
+        self.first_t = 0
+        self.first_id = ""
+        self.last_t = 0
+        self.count = 0
+        self.size = 0
+        self.hits: list[StoredHit] = []
+        self.compacted: list[bytes] = []
+        self.ids: set[str] = set()
+        self.client_ids: set[str] = set()
+        self.user_ids: set[str] = set()
+        self.bucket = -1
+        self.seen_clock = 0
+
+    def to_state(self) -> tuple:
+        """Plain, immutable form for snapshots (sets become sorted tuples)."""
+        return (self.property_id, self.acid, self.first_t, self.first_id, self.last_t,
+                self.count, self.size, tuple(self.hits), tuple(self.compacted),
+                tuple(self.ids), tuple(sorted(self.client_ids)),
+                tuple(sorted(self.user_ids)), self.bucket, self.seen_clock)
+
+    @classmethod
+    def from_state(cls, s: tuple) -> "ProtoSession":
+        ps = cls(s[0], s[1])
+        (ps.first_t, ps.first_id, ps.last_t, ps.count, ps.size) = s[2:7]
+        ps.hits = list(s[7])
+        ps.compacted = list(s[8])
+        ps.ids = set(s[9])
+        ps.client_ids = set(s[10])
+        ps.user_ids = set(s[11])
+        ps.bucket = s[12]
+        ps.seen_clock = s[13]
+        return ps
+
+
+def compress_hits(hits: list[StoredHit]) -> bytes:
+    return zlib.compress(pickle.dumps(hits, protocol=5), 1)
+
+
+def decompress_hits(blob: bytes) -> list[StoredHit]:
+    return pickle.loads(zlib.decompress(blob))
+
+
+class ShardState:
+    """Open proto-sessions of one shard plus the timing wheel that expires them.
+
+    The wheel is lazy: a proto-session is filed under a bucket each time its
+    expiry moves to a later bucket; entries whose proto-session moved on or
+    closed are skipped when their bucket comes due.
+    """
+
+    __slots__ = ("sessions", "wheel", "clock")
+
+    def __init__(self) -> None:
+        self.sessions: dict[SessionKey, ProtoSession] = {}
+        self.wheel = TimingWheel()
+        self.clock = 0
+
+    def schedule(self, key: SessionKey, ps: ProtoSession, bucket: int) -> None:
+        ps.bucket = bucket
+        self.wheel.schedule(key, bucket)
+
+    def due(self, current_bucket: int) -> Iterator[SessionKey]:
+        """Keys of open proto-sessions filed under buckets before `current_bucket`."""
+        sessions = self.sessions
+        for b, key in self.wheel.due(current_bucket):
+            ps = sessions.get(key)
+            if ps is not None and ps.bucket == b:
+                yield key
+
+    def snapshot(self) -> tuple:
+        return (SNAPSHOT_VERSION, self.clock,
+                tuple(ps.to_state() for ps in self.sessions.values()))
+
+    @classmethod
+    def restore(cls, snap: tuple) -> "ShardState":
+        if not isinstance(snap, tuple) or not snap or snap[0] != SNAPSHOT_VERSION:
+            version = snap[0] if isinstance(snap, tuple) and snap else snap
+            raise ValueError(f"session snapshot format {version!r} is not {SNAPSHOT_VERSION}: "
+                             "this build cannot resume it")
+        state = cls()
+        state.clock = snap[1]
+        for s in snap[2]:
+            ps = ProtoSession.from_state(s)
+            key = (ps.property_id, ps.acid)
+            state.sessions[key] = ps
+            state.schedule(key, ps, ps.bucket)
+        return state
