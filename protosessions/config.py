@@ -26,6 +26,7 @@ class Settings:
     max_hit_bytes: int = 65536
     max_future_skew_us: int = 10 * 60 * 1_000_000
     shards: int = 64
+    identity_shards: int = 1
 
     def __post_init__(self) -> None:
         if self.session_duration_us <= 0:
@@ -40,8 +41,8 @@ class Settings:
             raise ValueError(f"eviction strategy must be one of {', '.join(EVICTION_STRATEGIES)}")
         if self.compaction_threshold < 0 or self.max_hit_bytes < 1:
             raise ValueError("compaction threshold must be >= 0 and max hit bytes >= 1")
-        if not 1 <= self.shards <= 65536:
-            raise ValueError("shards must be between 1 and 65536")
+        if not 1 <= self.shards <= 65536 or not 1 <= self.identity_shards <= 65536:
+            raise ValueError("shards and identity shards must be between 1 and 65536")
 
     @property
     def tick_us(self) -> int:
@@ -60,7 +61,7 @@ class Settings:
                 kw[name + "_us"] = parse_duration_us(str(value))
             elif name in ("compaction_threshold", "max_hit_bytes"):
                 kw[name] = parse_size(str(value))
-            elif name in ("max_events", "shards"):
+            elif name in ("max_events", "shards", "identity_shards"):
                 kw[name] = int(value)
             else:
                 kw[name] = value

@@ -40,6 +40,7 @@ import math
 import random
 from bisect import bisect
 from collections.abc import Iterator
+from itertools import islice
 from datetime import datetime, timedelta, timezone
 from typing import BinaryIO
 
@@ -58,7 +59,7 @@ _ID_MULT = 0x9E3779B97F4A7C15  # odd -> multiplication is a bijection mod 2**64
 
 _RETRY_RATE = 0.01
 _STAMP_RATE = 0.005
-_GET_RATE = 0.25
+_GET_SHARE = 0.2  # share of clients sending GET (image/fetch fallback)
 _NAT_SHARE = 0.10
 _LOGGED_IN_SHARE = 0.05
 _MOBILE_SHARE = 0.25
@@ -148,6 +149,15 @@ def _rand_ip(rng: random.Random) -> str:
     return f"{a}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randint(1, 254)}"
 
 
+def _validate(hits: int, clients: int, properties: int) -> None:
+    if hits < 0:
+        raise ValueError("hits must be >= 0")
+    if clients < 1:
+        raise ValueError("clients must be >= 1")
+    if properties < 1:
+        raise ValueError("properties must be >= 1")
+
+
 def generate_hits(
     hits: int,
     clients: int,
@@ -157,25 +167,38 @@ def generate_hits(
 ) -> Iterator[bytes]:
     """Yield `hits` JSON lines (bytes, no trailing newline) in non-decreasing
     server_received_time order (except retries, see module docstring)."""
-    if hits < 0:
-        raise ValueError("hits must be >= 0")
-    if clients < 1:
-        raise ValueError("clients must be >= 1")
-    if properties < 1:
-        raise ValueError("properties must be >= 1")
-    return _generate(hits, clients, seed, DEFAULT_START if start is None else start, properties)
+    _validate(hits, clients, properties)
+    lines = _generate_lines(
+        hits, clients, seed, DEFAULT_START if start is None else start, properties
+    )
+    return map(str.encode, lines)
 
 
-def _generate(
+def _j(value: object) -> str:
+    """JSON text of `value` exactly as orjson.dumps writes it."""
+    return orjson.dumps(value).decode()
+
+
+def _generate_lines(
     hits: int, n_clients: int, seed: int, start: datetime, n_props: int
-) -> Iterator[bytes]:
+) -> Iterator[str]:
+    # Lines (ASCII str) are assembled from fragments pre-serialized with orjson.dumps, so
+    # each line is byte-identical to orjson.dumps(<the hit dict>) (a test checks
+    # this) at a fraction of the cost of building and dumping a dict per hit.
     if hits == 0:
         return
+    US = _US
+    MASK64 = _MASK64
+    ID_MULT = _ID_MULT
+    SESSION_TIMEOUT_US = _SESSION_TIMEOUT_US
+    RETRY_WINDOW_US = _RETRY_WINDOW_US
+    STAMP_RATE = _STAMP_RATE
+    NO_RETRY = 1.0 - _RETRY_RATE
     rng = random.Random(seed)
     rand = rng.random
-    expo = rng.expovariate
     getrandbits = rng.getrandbits
-    dumps = orjson.dumps
+    log = math.log
+    heapreplace = heapq.heapreplace
 
     base_us = _to_utc_us(start)
     base_sec = base_us // _US
@@ -190,47 +213,41 @@ def _generate(
             seen.add(pid)
             prop_ids.append(pid)
     prop_cum = _cum([1.0 / (k + 1) ** 1.5 for k in range(n_props)])
-    prop_hosts, prop_urls = [], []
+    prop_hosts: list[str] = []
+    # per property, per page: '<url json>],"sid":['
+    prop_pages: list[list[str]] = []
     for k in range(n_props):
         site = _SITES[k % len(_SITES)] + ("" if k < len(_SITES) else str(k // len(_SITES)))
         prop_hosts.append(f"metrics.{site}.com")
-        prop_urls.append([[f"https://www.{site}.com{p}"] for p in _PATHS])
+        prop_pages.append([_j(f"https://www.{site}.com{p}") + '],"sid":[' for p in _PATHS])
     page_cum = _cum([1.0 / (r + 1) for r in range(len(_PATHS))])
     page_total = page_cum[-1]
-    n_pages = len(_PATHS)
+    last_page = len(_PATHS) - 1
 
-    ev_lists = [[name] for name, _ in _EVENTS]
+    # per event: '<name json>],"dl":['
+    ev_pieces = [_j(name) + '],"dl":[' for name, _ in _EVENTS]
     ev_cum = _cum([w for _, w in _EVENTS])
     ev_total = ev_cum[-1]
-    page_view = ev_lists[0]
-    v2 = ["2"]
-    headers_pool = [
-        {"user-agent": [ua], "accept-language": [lang]}
-        for ua in _USER_AGENTS
-        for lang in _LANGUAGES
-    ]
+    page_view_piece = ev_pieces[0]
+    n_headers = len(_USER_AGENTS) * len(_LANGUAGES)
 
-    # ---- clients ----------------------------------------------------------
+    # ---- clients: static attributes ---------------------------------------
     order = list(range(n_clients))
     rng.shuffle(order)  # rank of each client in the activity distribution
     norm = sum(1.0 / (r + 5) for r in range(n_clients))
-    per_hit_us = span_us / hits  # mean stream time between two hits
 
-    c_cid: list[list[str]] = []
-    c_cid_str: list[str] = []
+    cids: list[str] = []
     c_prop: list[int] = []
-    c_tid: list[list[str]] = []
-    c_host: list[str] = []
-    c_headers: list[dict] = []
-    c_meta: list[dict | None] = []
+    c_method: list[str] = []
+    c_headers: list[dict[str, list[str]]] = []
+    c_meta: list[dict[str, str] | None] = []
     c_ip: list[str] = []
     c_mobile: list[bool] = []
     c_user: list[str | None] = []
-    c_uid: list[list[str] | None] = []
-    c_visit_mean: list[float] = []  # mean hits per visit (>= 1)
-    c_gap_rate: list[float] = []  # 1 / mean idle gap (1/us)
-    c_step_rate: list[float] = []  # 1 / mean intra-visit interval (1/us)
-    heap: list[tuple[int, int]] = []
+    c_visit_mean: list[float] = []  # mean extra hits per visit
+    c_gap_mean: list[float] = []  # mean idle gap between visits (us)
+    c_step_mean: list[float] = []  # mean interval inside a visit (us)
+    firsts: list[int] = []
 
     used_cids: set[str] = set()
     for i in range(n_clients):
@@ -239,18 +256,16 @@ def _generate(
         cycle = span_us * visit_mean / expected  # mean time between visit starts
         step = min(30.0 * _US, 0.4 * cycle / visit_mean)
         gap = max(5.0 * _US, cycle - visit_mean * step)
-        c_visit_mean.append(visit_mean)
-        c_step_rate.append(1.0 / step)
-        c_gap_rate.append(1.0 / gap)
+        c_visit_mean.append(visit_mean - 1.0)
+        c_step_mean.append(step)
+        c_gap_mean.append(gap)
         first = int(rand() * cycle)
-        heap.append((first, i))
+        firsts.append(first)
 
         p = bisect(prop_cum, rand() * prop_cum[-1])
         c_prop.append(p)
-        c_tid.append([prop_ids[p]])
-        c_host.append(prop_hosts[p])
         # GA client id: random 31-bit number "." first-visit epoch seconds.
-        if rand() < 0.4:  # new visitor: first seen at first hit
+        if rand() < 0.4:  # new visitor: first seen at its first hit
             first_seen = base_sec + (first // _US)
         else:
             first_seen = base_sec - rng.randint(3600, 400 * 86400)
@@ -259,29 +274,31 @@ def _generate(
             if cid not in used_cids:
                 used_cids.add(cid)
                 break
-        c_cid.append([cid])
-        c_cid_str.append(cid)
-        c_headers.append(headers_pool[rng.randrange(len(headers_pool))])
-        c_meta.append({"edge_pop": rng.choice(_EDGE_POPS), "collector": "sgtm-1"}
-                      if rand() < 0.5 else None)
+        cids.append(cid)
+        h = rng.randrange(n_headers)
+        c_headers.append({
+            "user-agent": [_USER_AGENTS[h // len(_LANGUAGES)]],
+            "accept-language": [_LANGUAGES[h % len(_LANGUAGES)]],
+        })
+        c_method.append("GET" if rand() < _GET_SHARE else "POST")
+        c_meta.append({"edge_pop": rng.choice(_EDGE_POPS)} if rand() < 0.5 else None)
         c_ip.append(_rand_ip(rng))
         c_mobile.append(False)
         c_user.append(None)
-        c_uid.append(None)
-    heapq.heapify(heap)
 
     # Shared NAT addresses: ~10 % of clients, ~8 clients per address.
     idx = list(range(n_clients))
     rng.shuffle(idx)
     n_nat = round(n_clients * _NAT_SHARE)
-    nat_clients = idx[:n_nat]
     if n_nat >= 2:
         nat_ips = [_rand_ip(rng) for _ in range(max(1, n_nat // 8))]
         nat_cum = _cum([1.0 / (k + 1) for k in range(len(nat_ips))])
-        for j, i in enumerate(nat_clients):
+        for j, i in enumerate(idx[:n_nat]):
             # the first len(nat_ips) clients cover every address once
             k = j if j < len(nat_ips) else bisect(nat_cum, rand() * nat_cum[-1])
             c_ip[i] = nat_ips[k]
+    else:
+        n_nat = 0
     # Logged-in users with 2-3 devices each: ~5 % of clients.
     n_logged = round(n_clients * _LOGGED_IN_SHARE)
     logged = idx[n_nat:n_nat + n_logged]
@@ -291,129 +308,144 @@ def _generate(
         user = f"u{getrandbits(40):010x}"
         for i in logged[j:j + devices]:
             c_user[i] = user
-            c_uid[i] = [user]
         j += devices
-    # Mobile clients (own address that changes now and then).
+    # Mobile clients: own address that changes now and then.
     for i in idx[n_nat + n_logged:]:
         if rand() < _MOBILE_SHARE:
             c_mobile[i] = True
 
+    # ---- clients: pre-serialized fragments ----------------------------------
+    # line = '{"id":"' ID A[i] TIME B[i] EVENT PAGE SESSION EXTRA TAIL
+    def frag_b(i: int) -> str:
+        p = c_prop[i]
+        return (
+            '","ip":' + _j(c_ip[i]) + ',"host":' + _j(prop_hosts[p])
+            + ',"method":' + _j(c_method[i]) + ',"path":"/g/collect"'
+            + ',"query_params":{"v":["2"],"tid":[' + _j(prop_ids[p])
+            + '],"cid":[' + _j(cids[i]) + '],"en":['
+        )
+
+    f_a: list[str] = []
+    f_b: list[str] = []
+    f_tail: list[str] = []
+    f_tail_user: list[str | None] = []
+    f_uid: list[str | None] = []
+    for i in range(n_clients):
+        f_a.append(
+            '","client_id":' + _j(cids[i]) + ',"property_id":' + _j(prop_ids[c_prop[i]])
+            + ',"server_received_time":"'
+        )
+        f_b.append(frag_b(i))
+        headers = "}," + '"headers":' + _j(c_headers[i])
+        meta = "" if c_meta[i] is None else ',"metadata":' + _j(c_meta[i])
+        f_tail.append(headers + meta + "}")
+        user = c_user[i]
+        if user is None:
+            f_tail_user.append(None)
+            f_uid.append(None)
+        else:
+            f_tail_user.append(headers + ',"user_id":' + _j(user) + meta + "}")
+            f_uid.append(',"uid":[' + _j(user) + "]")
+
     # ---- per-client dynamic state -----------------------------------------
     s_left = [0] * n_clients  # hits left in the current visit (0: visit over)
     s_last = [-(1 << 62)] * n_clients  # time of previous hit (us, stream time)
-    s_sid: list[list[str] | None] = [None] * n_clients
+    s_sess = [""] * n_clients  # '<sid>],"sct":[<sct>]'
     s_sct = [0] * n_clients
-    s_sct_list: list[list[str] | None] = [None] * n_clients
-    s_stamp: list[list[str] | None] = [None] * n_clients
-    s_page: list[list[str] | None] = [None] * n_clients
-    s_login = [0] * n_clients  # hits left before the user logs in this visit
-    s_logged = [False] * n_clients
+    s_stamp = [""] * n_clients  # ',"sessionStamp":[<stamp>]'
+    s_page = [""] * n_clients
+    s_login = [0] * n_clients  # hits left before the user logs in (this visit)
 
-    id_salt = (seed * 0xD1B54A32D192ED03 + 0x632BE59BD9B4E019) & _MASK64
+    shift = n_clients.bit_length()
+    mask = (1 << shift) - 1
+    heap = [(firsts[i] << shift) | i for i in range(n_clients)]
+    heapq.heapify(heap)
+    del firsts
 
-    cached_sec = None
+    # ids: (counter + salt) * odd constant mod 2**64, a bijection -> unique
+    id_val = ((seed * 0xD1B54A32D192ED03 + 0x632BE59BD9B4E019) * ID_MULT) & MASK64
+    cached_sec = -1
     prefix = ""
-    pending: list[tuple[int, int, bytes]] = []  # (due line index, time us, line)
+    pending: list[tuple[int, int, str]] = []  # (due line index, time us, line)
     emitted = 0
-    n = 0  # number of original hits generated
+    never = 1 << 30
 
     while emitted < hits:
-        t, i = heap[0]
+        key = heap[0]
+        t = key >> shift
+        i = key & mask
         if pending:
-            due_line = None
-            for k, (due, pt, line) in enumerate(pending):
-                if due <= emitted or t - pt > _RETRY_WINDOW_US:
-                    due_line = k
+            due_at = -1
+            for k, (due, pt, _) in enumerate(pending):
+                if due <= emitted or t - pt > RETRY_WINDOW_US:
+                    due_at = k
                     break
-            if due_line is not None:
-                yield pending.pop(due_line)[2]
+            if due_at >= 0:
+                yield pending.pop(due_at)[2]
                 emitted += 1
                 continue
 
-        # -- visit bookkeeping for client i at time t
-        first_of_visit = s_left[i] == 0
-        if first_of_visit:
-            s_left[i] = 1 + int(expo(1.0 / c_visit_mean[i]) if c_visit_mean[i] > 1.0 else 0)
+        left = s_left[i]
+        if left == 0:  # a new visit starts with a page_view
+            left = 1 + int(-log(1.0 - rand()) * c_visit_mean[i])
             if c_mobile[i] and rand() < _MOBILE_IP_CHANGE:
                 c_ip[i] = _rand_ip(rng)
-            if c_user[i] is not None:
+                f_b[i] = frag_b(i)
+            if f_uid[i] is not None:
                 # 30 % of visits stay anonymous, others log in after 0-3 hits
-                s_login[i] = (1 << 30) if rand() < 0.3 else int(rand() * 4)
-                s_logged[i] = False
-        if t - s_last[i] > _SESSION_TIMEOUT_US:
-            sid = str((base_us + t) // _US)
-            s_sid[i] = [sid]
-            s_sct[i] += 1
-            s_sct_list[i] = [str(s_sct[i])]
-            s_stamp[i] = [f"{sid}.{getrandbits(32):08x}"]
+                s_login[i] = never if rand() < 0.3 else int(rand() * 4) + 1
+            ev = page_view_piece
+            s_page[i] = prop_pages[c_prop[i]][min(last_page, bisect(page_cum, rand() * page_total))]
+        else:
+            k = bisect(ev_cum, rand() * ev_total)
+            ev = ev_pieces[k]
+            if k == 0:
+                s_page[i] = prop_pages[c_prop[i]][min(last_page, bisect(page_cum, rand() * page_total))]
+        if t - s_last[i] > SESSION_TIMEOUT_US:  # GA4 client-side session timeout
+            sid = _j(str((base_us + t) // US))
+            sct = s_sct[i] + 1
+            s_sct[i] = sct
+            s_sess[i] = f'{sid}],"sct":["{sct}"]'
+            s_stamp[i] = f',"sessionStamp":[{sid[:-1]}.{getrandbits(32):08x}"]'
         s_last[i] = t
 
-        if first_of_visit:
-            ev = page_view
-        else:
-            ev = ev_lists[bisect(ev_cum, rand() * ev_total)]
-        if ev is page_view or s_page[i] is None:
-            s_page[i] = prop_urls[c_prop[i]][min(n_pages - 1, bisect(page_cum, rand() * page_total))]
-
-        qp = {
-            "v": v2,
-            "tid": c_tid[i],
-            "cid": c_cid[i],
-            "en": ev,
-            "dl": s_page[i],
-            "sid": s_sid[i],
-            "sct": s_sct_list[i],
-        }
-        uid = None
-        if c_uid[i] is not None:
-            if s_logged[i]:
-                uid = c_user[i]
-            elif s_login[i] == 0:
-                s_logged[i] = True
-                uid = c_user[i]
+        tail = f_tail[i]
+        extra = ""
+        uid = f_uid[i]
+        if uid is not None:
+            login = s_login[i]
+            if login <= 1:
+                extra = uid
+                tail = f_tail_user[i]
             else:
-                s_login[i] -= 1
-            if uid is not None:
-                qp["uid"] = c_uid[i]
+                s_login[i] = login - 1
         r = rand()
-        if r < _STAMP_RATE:
-            qp["sessionStamp"] = s_stamp[i]
+        if r < STAMP_RATE:
+            extra += s_stamp[i]
 
-        sec = (base_us + t) // _US
+        abs_t = base_us + t
+        sec = abs_t // US
         if sec != cached_sec:
             cached_sec = sec
             prefix = (_EPOCH_NAIVE + timedelta(seconds=sec)).isoformat()
-        hit = {
-            "id": f"{(((n + id_salt) & _MASK64) * _ID_MULT) & _MASK64:016x}",
-            "client_id": c_cid_str[i],
-            "property_id": c_tid[i][0],
-            "server_received_time": f"{prefix}.{(base_us + t) % _US:06d}Z",
-            "ip": c_ip[i],
-            "host": c_host[i],
-            "method": "GET" if rand() < _GET_RATE else "POST",
-            "path": "/g/collect",
-            "query_params": qp,
-            "headers": c_headers[i],
-        }
-        if uid is not None:
-            hit["user_id"] = uid
-        meta = c_meta[i]
-        if meta is not None:
-            hit["metadata"] = meta
-        line = dumps(hit)
-        n += 1
+        line = (
+            f'{{"id":"{id_val:016x}{f_a[i]}{prefix}.'
+            f"{abs_t - sec * US:06d}Z{f_b[i]}{ev}{s_page[i]}{s_sess[i]}{extra}{tail}"
+        )
+        id_val = (id_val + ID_MULT) & MASK64
         yield line
         emitted += 1
-        if _STAMP_RATE <= r < _STAMP_RATE + _RETRY_RATE:
+        if r >= NO_RETRY:
             pending.append((emitted + 1 + int(rand() * 5), t, line))
 
         # -- schedule the client's next hit
-        s_left[i] -= 1
-        if s_left[i] > 0:
-            nxt = t + 50_000 + int(expo(c_step_rate[i]))
+        left -= 1
+        s_left[i] = left
+        if left:
+            dt = 50_000 + int(-log(1.0 - rand()) * c_step_mean[i])
         else:
-            nxt = t + 1_000_000 + int(expo(c_gap_rate[i]))
-        heapq.heapreplace(heap, (nxt, i))
+            dt = 1_000_000 + int(-log(1.0 - rand()) * c_gap_mean[i])
+        heapreplace(heap, key + (dt << shift))
 
 
 def write_hits(
@@ -425,19 +457,16 @@ def write_hits(
     properties: int = 3,
 ) -> int:
     """Write lines with b"\\n" after each; return the number written."""
-    written = 0
-    buf: list[bytes] = []
-    append = buf.append
+    _validate(hits, clients, properties)
+    lines = _generate_lines(
+        hits, clients, seed, DEFAULT_START if start is None else start, properties
+    )
     write = out.write
-    for line in generate_hits(hits, clients, seed, start, properties):
-        append(line)
-        if len(buf) >= 4096:
-            buf.append(b"")
-            write(b"\n".join(buf))
-            written += len(buf) - 1
-            buf.clear()
-    if buf:
-        buf.append(b"")
-        write(b"\n".join(buf))
-        written += len(buf) - 1
-    return written
+    written = 0
+    while True:
+        chunk = list(islice(lines, 512))
+        if not chunk:
+            return written
+        chunk.append("")
+        write("\n".join(chunk).encode())
+        written += len(chunk) - 1

@@ -1,0 +1,154 @@
+"""The dataflow's steps: parse, identity, sessions. Thin wrappers that hand
+batches to the library and tell Bytewax when to wake a key up or drop it."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Optional
+
+from bytewax.operators import StatefulBatchLogic
+
+from protosessions import stats
+from protosessions.clock import Clock
+from protosessions.config import Settings
+from protosessions.engine import IdentityShard, SessionShard, identity_shard, session_shard
+from protosessions.hit import DeadLetter, Hit, parse_hit
+from protosessions.timefmt import wall_now_us
+
+_local = threading.local()
+
+
+def worker_clock(step: str) -> Clock:
+    """The clock of this worker (thread) for one step (SPEC rule 2)."""
+    clocks = getattr(_local, "clocks", None)
+    if clocks is None:
+        clocks = _local.clocks = {}
+    clock = clocks.get(step)
+    if clock is None:
+        clock = clocks[step] = Clock()
+    return clock
+
+
+def source_dict(loc: tuple) -> dict[str, Any]:
+    """Where a dead letter came from: `(file, line)` or `(topic, partition, offset)`."""
+    if len(loc) == 2:
+        return {"file": loc[0], "line": loc[1]}
+    return {"topic": loc[0], "partition": loc[1], "offset": loc[2]}
+
+
+def make_parse(settings: Settings) -> Callable[[list], list]:
+    """Batch of `(location, raw)` -> `Hit`s and `DeadLetter`s, in input order.
+
+    Each hit is stamped with this worker's running clock, so membership of a
+    late hit does not depend on how the keyed steps regroup batches.
+    """
+
+    def parse(batch: list) -> list:
+        clock = worker_clock("parse")
+        wall = wall_now_us()
+        out: list = []
+        dead = 0
+        for loc, raw in batch:
+            hit = parse_hit(raw, settings, wall, clock.now)
+            if hit.__class__ is Hit:
+                if hit.t > clock.now:
+                    clock.now = hit.t
+                out.append(hit)
+            else:
+                out.append(DeadLetter(hit, raw, source_dict(loc)))
+                dead += 1
+        c = stats.counter()
+        c["hits_read"] += len(batch)
+        if dead:
+            c["dead_letters"] += dead
+        return out
+
+    return parse
+
+
+def keyed_hits(shards: int) -> Callable[[list], list]:
+    def route(batch: list) -> list:
+        return [(identity_shard(h, shards), h) for h in batch if h.__class__ is Hit]
+    return route
+
+
+def dead_letters(batch: list) -> list:
+    return [("dead", d.to_json()) for d in batch if d.__class__ is DeadLetter]
+
+
+def rekey_by_session(shards: int) -> Callable[[list], list]:
+    """After identity joining the ACID is final: route each hit to its session shard."""
+    def route(batch: list) -> list:
+        return [(session_shard(h, shards), h) for _, h in batch]
+    return route
+
+
+def _next_tick(tick_us: int) -> datetime:
+    return datetime.now(timezone.utc) + timedelta(microseconds=tick_us)
+
+
+class IdentityLogic(StatefulBatchLogic[Hit, Hit, tuple]):
+    """One identity shard: rewrites ACIDs; dropped once it holds no live claim."""
+
+    def __init__(self, settings: Settings, resume: Optional[tuple]) -> None:
+        self.settings = settings
+        self.shard = IdentityShard(settings, worker_clock("identity"), resume)
+
+    def on_batch(self, values: list[Hit]) -> tuple[Iterable[Hit], bool]:
+        return self.shard.on_hits(values), self.shard.empty
+
+    def on_notify(self) -> tuple[Iterable[Hit], bool]:
+        self.shard.tick()
+        return [], self.shard.empty
+
+    def on_eof(self) -> tuple[Iterable[Hit], bool]:
+        return [], self.shard.empty
+
+    def notify_at(self) -> Optional[datetime]:
+        return None if self.shard.empty else _next_tick(max(self.settings.tick_us, 1_000_000))
+
+    def snapshot(self) -> tuple:
+        return self.shard.snapshot()
+
+
+class SessionLogic(StatefulBatchLogic[Hit, bytes, tuple]):
+    """One session shard: the middleware chain on each batch, clock-driven
+    closes on each tick, and (reading a finite input) everything closed at EOF.
+    Dropped as soon as it holds no open proto-session."""
+
+    def __init__(self, settings: Settings, resume: Optional[tuple], finite: bool,
+                 streaming_clock: Optional[Callable[[Clock], None]] = None) -> None:
+        self.settings = settings
+        self.finite = finite
+        self.clock = worker_clock("sessions")
+        self.streaming_clock = streaming_clock
+        self.shard = SessionShard(settings, self.clock, resume)
+
+
+    def on_batch(self, values: list[Hit]) -> tuple[Iterable, bool]:
+        return self._drain(self.shard.on_hits(values))
+
+    def on_notify(self) -> tuple[Iterable, bool]:
+        if self.streaming_clock is not None:
+            self.streaming_clock(self.clock)
+        return self._drain(self.shard.tick())
+
+    def on_eof(self) -> tuple[Iterable, bool]:
+        if not self.finite:
+            return [], self.shard.empty
+        return self._drain(self.shard.close_all())
+
+    def _drain(self, closed: list) -> tuple[list, bool]:
+        st = self.shard.stats
+        if st:
+            c = stats.counter()
+            c.update(st)
+            st.clear()
+        return closed, self.shard.empty
+
+    def notify_at(self) -> Optional[datetime]:
+        return None if self.shard.empty else _next_tick(self.settings.tick_us)
+
+    def snapshot(self) -> tuple:
+        return self.shard.snapshot()
