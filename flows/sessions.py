@@ -20,8 +20,8 @@ from bytewax.outputs import Sink
 from protosessions.options import RunConfig, from_env
 
 from .files import JsonlSink, JsonlSource
-from .steps import (IdentityLogic, SessionLogic, dead_letters, keyed_hits, make_parse,
-                    rekey_by_session)
+from .steps import (IdentityLogic, SessionLogic, WorkerClocks, dead_letters, keyed_hits,
+                    make_parse, rekey_by_session)
 
 SAMPLE = "sample_hits.jsonl"
 
@@ -44,16 +44,17 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
     if dead_sink is None:
         dead_sink = JsonlSink(config.dead_letter or "/dev/stderr")
 
+    clocks = WorkerClocks()
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)
-    parsed = op.flat_map_batch("parse", raw, make_parse(settings))
+    parsed = op.flat_map_batch("parse", raw, make_parse(settings, clocks))
     op.output("write_dead_letters", op.flat_map_batch("rejects", parsed, dead_letters), dead_sink)
     by_join_key = op.flat_map_batch("key_by_join_key", parsed, keyed_hits(settings.identity_shards))
     joined = op.stateful_batch("identity", by_join_key,
-                               lambda resume: IdentityLogic(settings, resume))
+                               lambda resume: IdentityLogic(settings, clocks, resume))
     by_acid = op.flat_map_batch("key_by_acid", joined, rekey_by_session(settings.shards))
     closed = op.stateful_batch("sessions", by_acid,
-                               lambda resume: SessionLogic(settings, resume, finite))
+                               lambda resume: SessionLogic(settings, clocks, resume, finite))
     op.output("write_sessions", op.flat_map_batch("unshard", closed, _values), sessions_sink)
     return flow
 

@@ -16,18 +16,23 @@ from protosessions.engine import IdentityShard, SessionShard, identity_shard, se
 from protosessions.hit import DeadLetter, Hit, parse_hit
 from protosessions.timefmt import wall_now_us
 
-_local = threading.local()
+class WorkerClocks:
+    """The clocks of one dataflow: one per worker (thread) and step (SPEC rule 2).
 
+    Made anew by each `build_flow`, so two runs in one thread share nothing.
+    """
 
-def worker_clock(step: str) -> Clock:
-    """The clock of this worker (thread) for one step (SPEC rule 2)."""
-    clocks = getattr(_local, "clocks", None)
-    if clocks is None:
-        clocks = _local.clocks = {}
-    clock = clocks.get(step)
-    if clock is None:
-        clock = clocks[step] = Clock()
-    return clock
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self, step: str) -> Clock:
+        clocks = getattr(self._local, "clocks", None)
+        if clocks is None:
+            clocks = self._local.clocks = {}
+        clock = clocks.get(step)
+        if clock is None:
+            clock = clocks[step] = Clock()
+        return clock
 
 
 def source_dict(loc: tuple) -> dict[str, Any]:
@@ -37,7 +42,7 @@ def source_dict(loc: tuple) -> dict[str, Any]:
     return {"topic": loc[0], "partition": loc[1], "offset": loc[2]}
 
 
-def make_parse(settings: Settings) -> Callable[[list], list]:
+def make_parse(settings: Settings, clocks: WorkerClocks) -> Callable[[list], list]:
     """Batch of `(location, raw)` -> `Hit`s and `DeadLetter`s, in input order.
 
     Each hit is stamped with this worker's running clock, so membership of a
@@ -45,7 +50,7 @@ def make_parse(settings: Settings) -> Callable[[list], list]:
     """
 
     def parse(batch: list) -> list:
-        clock = worker_clock("parse")
+        clock = clocks.get("parse")
         wall = wall_now_us()
         out: list = []
         dead = 0
@@ -91,9 +96,9 @@ def _next_tick(tick_us: int) -> datetime:
 class IdentityLogic(StatefulBatchLogic[Hit, Hit, tuple]):
     """One identity shard: rewrites ACIDs; dropped once it holds no live claim."""
 
-    def __init__(self, settings: Settings, resume: Optional[tuple]) -> None:
+    def __init__(self, settings: Settings, clocks: WorkerClocks, resume: Optional[tuple]) -> None:
         self.settings = settings
-        self.shard = IdentityShard(settings, worker_clock("identity"), resume)
+        self.shard = IdentityShard(settings, clocks.get("identity"), resume)
 
     def on_batch(self, values: list[Hit]) -> tuple[Iterable[Hit], bool]:
         return self.shard.on_hits(values), self.shard.empty
@@ -117,11 +122,11 @@ class SessionLogic(StatefulBatchLogic[Hit, bytes, tuple]):
     closes on each tick, and (reading a finite input) everything closed at EOF.
     Dropped as soon as it holds no open proto-session."""
 
-    def __init__(self, settings: Settings, resume: Optional[tuple], finite: bool,
-                 streaming_clock: Optional[Callable[[Clock], None]] = None) -> None:
+    def __init__(self, settings: Settings, clocks: WorkerClocks, resume: Optional[tuple],
+                 finite: bool, streaming_clock: Optional[Callable[[Clock], None]] = None) -> None:
         self.settings = settings
         self.finite = finite
-        self.clock = worker_clock("sessions")
+        self.clock = clocks.get("sessions")
         self.streaming_clock = streaming_clock
         self.shard = SessionShard(settings, self.clock, resume)
 

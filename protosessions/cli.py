@@ -161,6 +161,8 @@ def _check_file_io(config: Any) -> None:
             if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
                 raise UsageError(f"protosessions run: cannot write {flag} {path}: "
                                  "its directory does not exist or is not writable")
+            if not config.recovery_dir:  # a fresh run starts empty files, even with nothing to write
+                open(path, "wb").close()
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -1,36 +1,50 @@
 """Deterministic generator of realistic GA4-like ``/g/collect`` hits as JSONL.
 
-Used by users (sample data), tests and benchmarks. It has no dependency on
-Bytewax; only :mod:`orjson` and the standard library.
+For users (sample data), tests and benchmarks.  Depends only on :mod:`orjson`
+and the standard library (no Bytewax).
+
+    from protosessions.generate import generate_hits, write_hits
+    with open("hits.jsonl", "wb") as f:
+        write_hits(f, hits=1_000_000, clients=50_000, seed=1)
 
 Model
 -----
-* ``clients`` devices (``client_id``), each bound to one property (web site).
-  Property traffic is skewed (weight ``1 / (k + 1) ** 1.5``).
-* Client activity is Zipf-like: client of rank ``r`` gets a share proportional
-  to ``1 / (r + 5)``.  With 1M hits / 50k clients the heaviest client has ~18k
-  hits, the median client ~4.
-* The stream covers ``span = max(1 h, 8 min * hits / clients)`` of traffic, so a
-  typical client has several *visits* (bursts of hits a few seconds to a minute
-  apart) separated by idle gaps that are sometimes shorter and sometimes longer
-  than 30 minutes.  Heavy clients are bot-like: short intervals, short gaps.
-* ``sid`` / ``sct`` follow GA4's client-side rule: a new ``sid`` (session start,
-  epoch seconds) and an incremented ``sct`` when the previous hit of the client
-  is more than 30 minutes old.
-* ~10 % of clients sit behind shared NAT addresses (a handful of clients per
-  address); ~25 % of the others are "mobile" and sometimes change address at
+* ``clients`` devices (``client_id``, GA style ``"<31-bit random>.<first-visit
+  epoch s>"``), each bound to one property (web site); traffic across the
+  ``properties`` is skewed (weight ``1 / (k + 1) ** 1.5``).  About 20 % of
+  clients send ``GET``, the rest ``POST``; half carry ``metadata``.
+* Client activity is Zipf-like: the client of rank ``r`` gets a share
+  proportional to ``1 / (r + 5)``.  With 1M hits / 50k clients the heaviest
+  clients have ~10-20k hits each, the median client ~5.  With ``hits >= 5 *
+  clients`` nearly every client appears.
+* The stream covers about ``max(1 h, 10 min * hits / clients)`` of traffic.  A
+  client's hits come in *visits* (bursts of hits a fraction of a second to a
+  few minutes apart) separated by idle gaps that are sometimes shorter and
+  sometimes longer than 30 minutes.  Heavy clients are bot-like: short
+  intervals, short gaps.
+* ``sid`` / ``sct`` follow GA4's client-side rule: a new ``sid`` (session start
+  in epoch seconds) and the next ``sct`` when the client's previous hit is more
+  than 30 minutes old.  A visit starts with a ``page_view``.
+* ~10 % of clients sit behind shared NAT addresses (about 8 clients per
+  address); ~25 % of the others are "mobile" and sometimes get a new address at
   the start of a visit; the rest keep their own address.
-* ~5 % of clients are devices of logged-in users (2-3 devices per user); their
-  hits carry ``user_id`` (and ``uid``) from the login point of a visit on.
-* ~1 % of hits are retried: the exact same bytes are emitted again a few lines
-  later, at most ~2 s (stream time) after the original, so a retry's time may be
-  slightly earlier than the line before it.  All other lines are in
-  non-decreasing ``server_received_time`` order.
-* ~0.5 % of hits carry a ``sessionStamp`` query param: an opaque string, stable
-  for a (client, sid) pair, of the form ``"<sid>.<8 hex>"``.
+* ~5 % of clients are devices of logged-in users (2-3 devices per user).  In
+  70 % of their visits the user logs in after 0-3 hits; from then on the
+  visit's hits carry ``user_id`` (and the ``uid`` query param).
+* ~1 % of hits are retried: the exact same bytes are emitted again 1-5 lines
+  later, and never after a line more than 2 s (stream time) newer than the
+  original, so a retry's time may be slightly earlier than the line before it.
+  All other lines are in non-decreasing ``server_received_time`` order.
+* ~0.5 % of hits carry a ``sessionStamp`` query param: an opaque string, the
+  same for all hits of one (client, sid), of the form ``"<sid>.<8 hex>"``.
+* ``id`` is 16 hex chars, unique per original hit: ``(counter + salt(seed)) *
+  odd constant mod 2**64``.
 
-Everything comes from one ``random.Random(seed)``, so the same arguments give
-byte-identical output.
+Everything comes from one ``random.Random(seed)``: the same arguments give
+byte-identical output.  Each line is byte-identical to ``orjson.dumps`` of the
+hit dict: lines are assembled from fragments pre-serialized with
+``orjson.dumps`` (several times faster than building and dumping a dict per
+hit; ``write_hits`` does ~150-180k hits/s on one core).
 """
 
 from __future__ import annotations
@@ -40,8 +54,8 @@ import math
 import random
 from bisect import bisect
 from collections.abc import Iterator
-from itertools import islice
 from datetime import datetime, timedelta, timezone
+from itertools import islice
 from typing import BinaryIO
 
 import orjson
@@ -182,9 +196,9 @@ def _j(value: object) -> str:
 def _generate_lines(
     hits: int, n_clients: int, seed: int, start: datetime, n_props: int
 ) -> Iterator[str]:
-    # Lines (ASCII str) are assembled from fragments pre-serialized with orjson.dumps, so
-    # each line is byte-identical to orjson.dumps(<the hit dict>) (a test checks
-    # this) at a fraction of the cost of building and dumping a dict per hit.
+    # Lines (ASCII str) are assembled from fragments pre-serialized with
+    # orjson.dumps, so each line is byte-identical to orjson.dumps(<hit dict>)
+    # (a test checks this) at a fraction of the cost of dumping a dict per hit.
     if hits == 0:
         return
     US = _US
@@ -202,7 +216,7 @@ def _generate_lines(
 
     base_us = _to_utc_us(start)
     base_sec = base_us // _US
-    span_us = int(max(3600.0, 480.0 * hits / n_clients) * _US)
+    span_us = int(max(3600.0, 600.0 * hits / n_clients) * _US)
 
     # ---- properties -------------------------------------------------------
     prop_ids: list[str] = []
@@ -252,7 +266,7 @@ def _generate_lines(
     used_cids: set[str] = set()
     for i in range(n_clients):
         expected = hits / norm / (order[i] + 5)  # expected hits of this client
-        visit_mean = min(200.0, max(1.3, 1.2 * math.sqrt(expected)))
+        visit_mean = min(200.0, max(1.3, 0.9 * math.sqrt(expected)))
         cycle = span_us * visit_mean / expected  # mean time between visit starts
         step = min(30.0 * _US, 0.4 * cycle / visit_mean)
         gap = max(5.0 * _US, cycle - visit_mean * step)

@@ -1,0 +1,66 @@
+"""Loading and comparing the golden cases (tests/golden, copied from shared/golden)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from protosessions.cli import _run_values, build_parser
+from protosessions.options import RunConfig
+
+GOLDEN = Path(__file__).parent / "golden"
+CASES = sorted(p.name for p in GOLDEN.iterdir() if p.is_dir())
+ONE_WORKER_ONLY = {"13_late_hit_within_lateness", "14_late_hit_after_close"}
+
+
+def flags(case: str) -> list[str]:
+    return json.loads((GOLDEN / case / "flags.json").read_text())
+
+
+def expected(case: str) -> dict[str, Any]:
+    return json.loads((GOLDEN / case / "expected.json").read_text())
+
+
+def hits_path(case: str) -> Path:
+    return GOLDEN / case / "hits.jsonl"
+
+
+def run_config(case: str, *extra: str) -> RunConfig:
+    args = build_parser().parse_args(["run", *flags(case), *extra])
+    return RunConfig.from_values(_run_values(args))
+
+
+def sessions_from_lines(lines: list[bytes]) -> list[dict]:
+    return [orjson.loads(line) for line in lines if line.strip()]
+
+
+def assert_sessions(case: str, got: list[dict], workers: int = 1) -> None:
+    """Got == expected, in any order. With several workers a session the file
+    closes by `inactivity` may close at `end_of_input` (golden/README.md)."""
+    want = {s["session_id"]: s for s in expected(case)["sessions"]}
+    have = {s["session_id"]: s for s in got}
+    assert len(have) == len(got), "a session_id appears twice"
+    assert sorted(have) == sorted(want), f"{case}: session ids differ"
+    for sid, w in want.items():
+        h = dict(have[sid])
+        if workers > 1 and w["close_reason"] == "inactivity" and h["close_reason"] == "end_of_input":
+            h["close_reason"] = "inactivity"
+        assert h == w, f"{case}: session {sid} differs"
+
+
+def assert_dead_letters(case: str, got: list[dict]) -> None:
+    want = expected(case)["dead_letters"]
+    have = sorted(({"line": d["source"]["line"], "error": d["error"]} for d in got),
+                  key=lambda d: d["line"])
+    assert have == want
+    raw_lines = hits_path(case).read_bytes().split(b"\n")
+    for d in got:  # the raw text is the original line
+        raw = raw_lines[d["source"]["line"] - 1].rstrip(b"\r")
+        if d["raw_encoding"] == "utf-8":
+            assert d["raw"].encode() == raw
+        else:
+            import base64
+            assert base64.b64decode(d["raw"]) == raw

@@ -1,0 +1,77 @@
+"""Every golden case through the dataflow on Bytewax `TestingSource` inputs,
+and through the in-process `Engine` the flow is built from."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+
+from flows.sessions import build_flow
+from golden_cases import (CASES, ONE_WORKER_ONLY, assert_dead_letters, assert_sessions,
+                          expected, hits_path, run_config)
+from protosessions import stats
+from protosessions.engine import Engine
+
+
+def located_lines(case: str) -> list[tuple]:
+    name = str(hits_path(case))
+    items = []
+    for n, raw in enumerate(hits_path(case).read_bytes().split(b"\n"), 1):
+        raw = raw.rstrip(b"\r")
+        if raw.strip():
+            items.append(((name, n), raw))
+    return items
+
+
+def run_case(case: str, workers: int = 1, *extra: str, batch_size: int = 7):
+    sessions: list = []
+    dead: list = []
+    flow = build_flow(run_config(case, *extra),
+                      source=TestingSource(located_lines(case), batch_size=batch_size),
+                      sessions_sink=TestingSink(sessions), dead_sink=TestingSink(dead))
+    stats.reset()
+    if workers == 1:
+        run_main(flow)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    return ([orjson.loads(v) for _, v in sessions], [orjson.loads(v) for _, v in dead],
+            stats.totals())
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_flow_one_worker(case: str) -> None:
+    sessions, dead, totals = run_case(case)
+    assert_sessions(case, sessions)
+    assert_dead_letters(case, dead)
+    assert totals["duplicates"] == expected(case)["duplicates"]
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c not in ONE_WORKER_ONLY])
+def test_golden_flow_three_workers(case: str) -> None:
+    sessions, dead, totals = run_case(case, 3)
+    assert_sessions(case, sessions, workers=3)
+    assert_dead_letters(case, dead)
+    assert totals["duplicates"] == expected(case)["duplicates"]
+
+
+@pytest.mark.parametrize("case", ["10_max_events_keeps_every_hit", "14_late_hit_after_close",
+                                  "17_mixed_2000"])
+@pytest.mark.parametrize("extra", [["--tick-interval", "0s"], ["--tick-interval", "17s"],
+                                   ["--compaction-threshold", "1"], ["--shards", "1"],
+                                   ["--shards", "997"]])
+def test_golden_invariant_under_tick_compaction_shards(case: str, extra: list[str]) -> None:
+    """SPEC: identical input gives identical sessions whatever the tick
+    interval or compaction threshold (and, here, the shard count)."""
+    sessions, _, _ = run_case(case, 1, *extra, batch_size=3)
+    assert_sessions(case, sessions)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_engine(case: str) -> None:
+    engine = Engine(run_config(case).settings)
+    out = engine.run(hits_path(case).read_bytes().split(b"\n"), str(hits_path(case)))
+    assert_sessions(case, [orjson.loads(b) for _, b in out])
+    assert engine.sessions.stats["duplicates"] == expected(case)["duplicates"]
+    assert [{"line": d.source["line"], "error": d.reason} for d in engine.dead_letters] \
+        == expected(case)["dead_letters"]
