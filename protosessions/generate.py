@@ -282,7 +282,7 @@ def _generate_lines(
         if rand() < 0.4:  # new visitor: first seen at its first hit
             first_seen = base_sec + (first // _US)
         else:
-            first_seen = base_sec - rng.randint(3600, 400 * 86400)
+            first_seen = max(1, base_sec - rng.randint(3600, 400 * 86400))
         while True:
             cid = f"{rng.randint(100000000, 2147483647)}.{first_seen}"
             if cid not in used_cids:
