@@ -31,6 +31,8 @@ def shard_of(text: str, shards: int) -> int:
 
 def identity_shard(hit: Hit, shards: int) -> str:
     """Routing key of the identity step: the shard of `(property, join key)`."""
+    if shards == 1:
+        return "i0"
     jk = hit.join_key
     if jk is None:  # nothing to join: any shard will do; spread by client
         return "i" + str(shard_of(hit.property_id + "\n" + hit.client_id, shards))

@@ -26,10 +26,11 @@ class Hit:
     (SPEC rule 2), which decides membership for late hits."""
 
     __slots__ = ("t", "clock", "id", "property_id", "client_id", "acid",
-                 "user_id", "join_key", "raw")
+                 "user_id", "join_key", "raw", "has_acid")
 
     def __init__(self, t: int, clock: int, id: str, property_id: str, client_id: str,
-                 acid: str, user_id: str | None, join_key: str | None, raw: bytes) -> None:
+                 acid: str, user_id: str | None, join_key: str | None, raw: bytes,
+                 has_acid: bool = False) -> None:
         self.t = t
         self.clock = clock
         self.id = id
@@ -39,10 +40,11 @@ class Hit:
         self.user_id = user_id
         self.join_key = join_key
         self.raw = raw
+        self.has_acid = has_acid  # the raw hit carries `authoritative_client_id`
 
     def __reduce__(self):  # compact pickling for exchanges between processes
         return (Hit, (self.t, self.clock, self.id, self.property_id, self.client_id,
-                      self.acid, self.user_id, self.join_key, self.raw))
+                      self.acid, self.user_id, self.join_key, self.raw, self.has_acid))
 
     def __repr__(self) -> str:
         return f"Hit(id={self.id!r}, acid={self.acid!r}, t={self.t})"
@@ -108,6 +110,8 @@ def check(raw: bytes, settings: Settings, wall_now_us: int | None) -> tuple[dict
     """Validate one raw hit: `(parsed object, t)` or the SPEC rejection reason.
 
     `wall_now_us` None skips the future check (used where no wall clock applies).
+    The common, valid hit takes one pass with no ordering work; any doubt
+    falls back to `_first_failure`, which checks in SPEC order.
     """
     if len(raw) > settings.max_hit_bytes:
         return "too_large"
@@ -117,14 +121,46 @@ def check(raw: bytes, settings: Settings, wall_now_us: int | None) -> tuple[dict
         return "not_json"
     if obj.__class__ is not dict:
         return "not_object"
+    get = obj.get
+    ts = get("server_received_time")
+    if not (_nonempty_str(get("id")) and _nonempty_str(get("client_id"))
+            and _nonempty_str(get("property_id")) and _nonempty_str(ts)):
+        return _first_failure(obj)
+    t = parse_time_us(ts)
+    if t is None:
+        return "bad_timestamp"
+    for name in OPTIONAL_STR:
+        v = get(name)
+        if v is not None and v.__class__ is not str:
+            return _first_failure(obj)
+    for name in OPTIONAL_MAPS:
+        v = get(name)
+        if v is not None and not _is_str_lists(v):
+            return _first_failure(obj)
+    v = get("metadata")
+    if (v is not None and not _is_str_map(v)) or (
+            "authoritative_client_id" in obj or get("user_id") is not None):
+        reason = _first_failure(obj)
+        if reason is not None:
+            return reason
+    if wall_now_us is not None and t - wall_now_us > settings.max_future_skew_us:
+        return "future_timestamp"
+    return obj, t
+
+
+def _nonempty_str(v: Any) -> bool:
+    return v.__class__ is str and v != ""
+
+
+def _first_failure(obj: dict[str, Any]) -> str | None:
+    """The first failing SPEC check (steps 4-6) of a parsed object, or None."""
     for name in REQUIRED:
         v = obj.get(name)
         if v is None or v == "":
             return "missing_field:" + name
         if v.__class__ is not str:
             return "bad_type:" + name
-    t = parse_time_us(obj["server_received_time"])
-    if t is None:
+    if parse_time_us(obj["server_received_time"]) is None:
         return "bad_timestamp"
     if "authoritative_client_id" in obj:
         v = obj["authoritative_client_id"]
@@ -144,9 +180,7 @@ def check(raw: bytes, settings: Settings, wall_now_us: int | None) -> tuple[dict
     v = obj.get("metadata")
     if v is not None and not _is_str_map(v):
         return "bad_type:metadata"
-    if wall_now_us is not None and t - wall_now_us > settings.max_future_skew_us:
-        return "future_timestamp"
-    return obj, t
+    return None
 
 
 def join_key(obj: dict[str, Any], settings: Settings) -> str | None:
@@ -172,6 +206,7 @@ def parse_hit(raw: bytes, settings: Settings, wall_now_us: int | None,
         return res  # type: ignore[return-value]
     obj, t = res  # type: ignore[misc]
     cid = obj["client_id"]
-    return Hit(t, max(clock, t), obj["id"], obj["property_id"], cid,
-               obj.get("authoritative_client_id") or cid, obj.get("user_id") or None,
-               join_key(obj, settings), raw)
+    acid = obj.get("authoritative_client_id")
+    return Hit(t, max(clock, t), obj["id"], obj["property_id"], cid, acid or cid,
+               obj.get("user_id") or None, join_key(obj, settings), raw,
+               "authoritative_client_id" in obj)

@@ -9,7 +9,6 @@ import orjson
 from .state import ProtoSession, StoredHit
 from .timefmt import format_time_us
 
-_ACID_FIELD = b'"authoritative_client_id"'
 
 
 def session_id(property_id: str, acid: str, first_hit_id: str) -> str:
@@ -18,24 +17,23 @@ def session_id(property_id: str, acid: str, first_hit_id: str) -> str:
     return hashlib.sha256(text).hexdigest()[:32]
 
 
-def with_acid(raw: bytes, acid_json: bytes) -> bytes:
-    """The raw hit with `authoritative_client_id` set, spliced in without
-    re-serialising the rest of the hit."""
-    if _ACID_FIELD in raw:
+def with_acid(raw: bytes, acid: str, has_field: bool) -> bytes:
+    """The raw hit with `authoritative_client_id` set to `acid`: appended
+    without re-serialising the hit, or replaced in place when it has one."""
+    if has_field:
         obj = orjson.loads(raw)
-        if "authoritative_client_id" in obj:
-            obj["authoritative_client_id"] = orjson.loads(acid_json)
-            return orjson.dumps(obj)
-    body = raw.rstrip()
-    return body[:-1] + b',"authoritative_client_id":' + acid_json + b"}"
+        obj["authoritative_client_id"] = acid
+        return orjson.dumps(obj)
+    return raw.rstrip()[:-1] + b',"authoritative_client_id":' + orjson.dumps(acid) + b"}"
 
 
 def session_json(ps: ProtoSession, hits: list[StoredHit], reason: str) -> bytes:
-    """Serialise a closed proto-session; `hits` in arrival order."""
-    hits = sorted(hits, key=_first)
-    acid_json = orjson.dumps(ps.acid)
-    frag = orjson.Fragment
-    return orjson.dumps({
+    """Serialise a closed proto-session; `hits` (already carrying the ACID,
+    see `with_acid`) in arrival order. Assembled by joining bytes, so no hit
+    is parsed again."""
+    if len(hits) > 1:
+        hits = sorted(hits, key=_first)
+    head = orjson.dumps({
         "session_id": session_id(ps.property_id, ps.acid, ps.first_id),
         "property_id": ps.property_id,
         "authoritative_client_id": ps.acid,
@@ -45,8 +43,8 @@ def session_json(ps: ProtoSession, hits: list[StoredHit], reason: str) -> bytes:
         "end": format_time_us(ps.last_t),
         "hit_count": len(hits),
         "close_reason": reason,
-        "hits": [frag(with_acid(raw, acid_json)) for _, raw in hits],
     })
+    return head[:-1] + b',"hits":[' + b",".join([raw for _, raw in hits]) + b"]}"
 
 
 def _first(h: StoredHit) -> int:

@@ -8,13 +8,16 @@ buckets that still name an open proto-session.
 from __future__ import annotations
 
 import pickle
+from functools import lru_cache
 import zlib
 from typing import Iterator
+
+import orjson
 
 from .wheel import TimingWheel
 
 SessionKey = tuple  # (property_id, acid)
-StoredHit = tuple  # (t, raw bytes), in arrival order
+StoredHit = tuple  # (t, hit bytes with the ACID set), in arrival order
 
 SNAPSHOT_VERSION = 1
 
@@ -45,6 +48,10 @@ class ProtoSession:
         self.bucket = -1
         self.seen_clock = 0
 
+    def acid_suffix(self) -> bytes:
+        """`,"authoritative_client_id":<ACID>}`: closes a hit with its ACID set."""
+        return _suffix(self.acid)
+
     def to_state(self) -> tuple:
         """Plain, immutable form for snapshots (sets become sorted tuples)."""
         return (self.property_id, self.acid, self.first_t, self.first_id, self.last_t,
@@ -64,6 +71,11 @@ class ProtoSession:
         ps.bucket = s[12]
         ps.seen_clock = s[13]
         return ps
+
+
+@lru_cache(maxsize=65536)
+def _suffix(acid: str) -> bytes:
+    return b',"authoritative_client_id":' + orjson.dumps(acid) + b"}"
 
 
 def compress_hits(hits: list[StoredHit]) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
@@ -24,7 +25,13 @@ def parse_time_us(text: str) -> int | None:
 
 def format_time_us(us: int) -> str:
     """Unix microseconds -> `YYYY-MM-DDTHH:MM:SS.ffffffZ`."""
-    return (EPOCH + timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    sec, frac = divmod(us, 1_000_000)
+    return f"{_second(sec)}.{frac:06d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _second(sec: int) -> str:
+    return (EPOCH + timedelta(seconds=sec)).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def wall_now_us() -> int:
