@@ -102,9 +102,10 @@ class _BytesLinesPartition(StatefulSinkPartition[bytes, Optional[int]]):
                 self._f.truncate()
 
     def write_batch(self, items: list[bytes]) -> None:
-        if items:
-            self._f.write(b"\n".join(items))
-            self._f.write(b"\n")
+        write = self._f.write  # item by item: a batch can hold every session closed at EOF
+        for item in items:
+            write(item)
+            write(b"\n")
 
     def snapshot(self) -> Optional[int]:
         self._f.flush()

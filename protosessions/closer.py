@@ -12,17 +12,38 @@ from .state import ProtoSession, StoredHit
 class Closer(Protocol):
     def close(self, ps: ProtoSession, hits: list[StoredHit], reason: str) -> None: ...
 
+    def requeue(self, acid: str, hits: list[bytes]) -> None:
+        """Hits of an evicted proto-session, to go back through the input."""
+        ...
+
+
+class Requeue:
+    """A hit to produce to the hits topic again (strategy `evict`)."""
+
+    __slots__ = ("key", "value")
+
+    def __init__(self, key: str, value: bytes) -> None:
+        self.key = key
+        self.value = value
+
+    def __reduce__(self):
+        return (Requeue, (self.key, self.value))
+
 
 class CollectingCloser:
     """Keeps `(acid, session JSON bytes)` until the caller takes them."""
 
     def __init__(self) -> None:
-        self.out: list[tuple[str, bytes]] = []
+        self.out: list = []
 
     def close(self, ps: ProtoSession, hits: list[StoredHit], reason: str) -> None:
         self.out.append((ps.acid, session_json(ps, hits, reason)))
 
-    def take(self) -> list[tuple[str, bytes]]:
+    def requeue(self, acid: str, hits: list[bytes]) -> None:
+        self.out.extend(Requeue(acid, raw) for raw in hits)
+
+    def take(self) -> list:
+        """Closed sessions as `(ACID, JSON)` and evicted hits as `Requeue`s."""
         out, self.out = self.out, []
         return out
 
@@ -35,3 +56,7 @@ class PrintingCloser:
 
     def close(self, ps: ProtoSession, hits: list[StoredHit], reason: str) -> None:
         self.stream.write(session_json(ps, hits, reason).decode() + "\n")
+
+    def requeue(self, acid: str, hits: list[bytes]) -> None:
+        for raw in hits:
+            self.stream.write(f"requeue {acid}: {raw.decode()}\n")

@@ -50,6 +50,25 @@ class Hit:
         return f"Hit(id={self.id!r}, acid={self.acid!r}, t={self.t})"
 
 
+class Evict:
+    """Strategy `evict`: move the open proto-session of `(property_id, acid)`
+    into `owner`'s, by re-queueing its hits through the input."""
+
+    __slots__ = ("property_id", "acid", "owner", "clock")
+
+    def __init__(self, property_id: str, acid: str, owner: str, clock: int) -> None:
+        self.property_id = property_id
+        self.acid = acid
+        self.owner = owner
+        self.clock = clock
+
+    def __reduce__(self):
+        return (Evict, (self.property_id, self.acid, self.owner, self.clock))
+
+    def __repr__(self) -> str:
+        return f"Evict({self.property_id!r}, {self.acid!r} -> {self.owner!r})"
+
+
 class DeadLetter:
     """A rejected input with the first failing check (`reason`) and where it came from."""
 

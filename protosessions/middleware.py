@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Protocol
 from .clock import Clock
 from .closer import Closer
 from .config import Settings
-from .hit import Hit
+from .hit import Evict, Hit
 from .session import with_acid
 from .state import ProtoSession, SessionKey, ShardState, StoredHit
 
@@ -131,6 +131,18 @@ class Context:
         self.stats["closed:" + reason] += 1
         self.trigger_cleanup(acid)
 
+    def evict(self, cmd: Evict) -> None:
+        """Strategy `evict`: take the proto-session of `cmd.acid` out, without
+        closing it, and hand its hits (re-pointed at the owner) to the closer's
+        `requeue`, to go back through the input."""
+        key = (cmd.property_id, cmd.acid)
+        if key not in self.sessions:
+            return
+        hits = self.collect_all(key)
+        self.trigger_cleanup(key)
+        self.stats["evicted_hits"] += len(hits)
+        self.closer.requeue(cmd.owner, [with_acid(raw, cmd.owner, True) for _, raw in hits])
+
     def close_all(self, reason: str) -> None:
         for acid in list(self.sessions):
             self.close(acid, reason)
@@ -163,5 +175,8 @@ def handler(ctx: Context, hits: Iterable[Hit]) -> None:
         if hit.clock > state.clock:
             state.clock = hit.clock
         clock.advance(hit.clock)
-        entry(hit)
+        if hit.__class__ is Evict:
+            ctx.evict(hit)  # type: ignore[arg-type]
+        else:
+            entry(hit)
     ctx.ping(clock.now)

@@ -44,7 +44,15 @@ def session_json(ps: ProtoSession, hits: list[StoredHit], reason: str) -> bytes:
         "hit_count": len(hits),
         "close_reason": reason,
     })
-    return head[:-1] + b',"hits":[' + b",".join([raw for _, raw in hits]) + b"]}"
+    pieces = [head[:-1], b',"hits":[']
+    for _, raw in hits:  # one join, so the hits are copied once
+        pieces.append(raw)
+        pieces.append(b",")
+    if hits:
+        pieces[-1] = b"]}"
+    else:
+        pieces.append(b"]}")
+    return b"".join(pieces)
 
 
 def _first(h: StoredHit) -> int:

@@ -7,7 +7,7 @@ rewrites a hit's ACID; the hit then travels to the shard of its new ACID.
 from __future__ import annotations
 
 from ..config import Settings
-from ..hit import Hit
+from ..hit import Evict, Hit
 from ..middleware import BaseMiddleware, Context, Next
 from ..wheel import TimingWheel
 
@@ -28,18 +28,34 @@ class Claim:
 
 
 class ClaimTable:
-    """The live claims of one identity shard; lapsed claims are purged by the wheel."""
+    """The live claims of one identity shard; lapsed claims are purged by the wheel.
 
-    __slots__ = ("claims", "wheel", "clock")
+    `owned` (kept only for strategy `evict`) lists the join keys each ACID owns,
+    so they can move with its proto-session.
+    """
+
+    __slots__ = ("claims", "wheel", "clock", "owned")
 
     def __init__(self) -> None:
         self.claims: dict[ClaimKey, Claim] = {}
         self.wheel = TimingWheel()
         self.clock = 0
+        self.owned: dict[tuple, set] = {}
+
+    def own(self, key: ClaimKey, owner: str) -> None:
+        self.owned.setdefault((key[0], owner), set()).add(key)
+
+    def disown(self, key: ClaimKey, owner: str) -> None:
+        keys = self.owned.get((key[0], owner))
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self.owned[(key[0], owner)]
 
     def snapshot(self) -> tuple:
         return (SNAPSHOT_VERSION, self.clock,
-                tuple((k, c.owner, c.last, c.bucket) for k, c in self.claims.items()))
+                tuple((k, c.owner, c.last, c.bucket) for k, c in self.claims.items()),
+                bool(self.owned))
 
     @classmethod
     def restore(cls, snap: tuple) -> "ClaimTable":
@@ -51,45 +67,70 @@ class ClaimTable:
         for key, owner, last, bucket in snap[2]:
             table.claims[key] = Claim(owner, last, bucket)
             table.wheel.schedule(key, bucket)
+        for key, owner, _, _ in snap[2] if snap[3] else ():
+            table.own(key, owner)
         return table
 
 
 class IdentityJoin(BaseMiddleware):
-    """Strategy `rewrite`: a hit whose join key is owned takes the owner's ACID.
+    """A hit whose join key is owned takes the owner's ACID (strategy `rewrite`).
 
     The first hit that carries a join key claims it for its ACID. The claim
     lapses once no hit with the key came for `session_duration`: for a hit at
     `t` read at clock `c`, when `t - last >= session_duration`, or when
     `c - allowed_lateness >= last + session_duration` (the clock already
     closed every proto-session that hit could have joined).
+
+    Strategy `evict` (the original evicter) also moves the hit's own client
+    into the owner: every join key its ACID owned now belongs to the owner
+    (so later hits never bounce back), and an `Evict` is emitted ahead of the
+    hit, for the session step to re-queue that client's open proto-session.
     """
 
     def __init__(self, settings: Settings, table: ClaimTable) -> None:
         self.duration = settings.session_duration_us
         self.lateness = settings.allowed_lateness_us
         self.tick = settings.tick_us
+        self.evict = settings.eviction_strategy == "evict"
         self.table = table
 
     def handle(self, ctx: Context, hit: Hit, next: Next) -> None:
         jk = hit.join_key
         if jk is not None:
             key = (hit.property_id, jk)
-            claims = self.table.claims
-            claim = claims.get(key)
+            table = self.table
+            claim = table.claims.get(key)
             if claim is not None and not (
                 hit.t - claim.last >= self.duration
                 or hit.clock - self.lateness >= claim.last + self.duration
             ):
+                if self.evict and claim.owner != hit.acid:
+                    self._move(ctx, hit, claim.owner, next)
                 hit.acid = claim.owner
                 if hit.t > claim.last:
                     claim.last = hit.t
             else:
-                claim = claims[key] = Claim(hit.acid, hit.t)
+                if self.evict and claim is not None:
+                    table.disown(key, claim.owner)
+                claim = table.claims[key] = Claim(hit.acid, hit.t)
+                if self.evict:
+                    table.own(key, hit.acid)
             bucket = (claim.last + self.duration + self.lateness) // self.tick
             if bucket != claim.bucket:
                 claim.bucket = bucket
-                self.table.wheel.schedule(key, bucket)
+                table.wheel.schedule(key, bucket)
         next(hit)
+
+    def _move(self, ctx: Context, hit: Hit, owner: str, next: Next) -> None:
+        """Evict: hand the keys of the hit's own ACID to `owner`, and emit an `Evict`."""
+        keys = self.table.owned.pop((hit.property_id, hit.acid), None)
+        if not keys:
+            return
+        for key in keys:
+            self.table.claims[key].owner = owner
+            self.table.own(key, owner)
+        ctx.stats["evictions"] += 1
+        next(Evict(hit.property_id, hit.acid, owner, hit.clock))  # type: ignore[arg-type]
 
     def on_ping(self, ctx: Context, ts: int) -> None:
         """Forget claims no later hit can find alive."""
@@ -98,3 +139,5 @@ class IdentityJoin(BaseMiddleware):
             claim = claims.get(key)
             if claim is not None and claim.bucket == b:
                 del claims[key]
+                if self.evict:
+                    self.table.disown(key, claim.owner)
