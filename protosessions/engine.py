@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Iterable, Iterator
 
 from .clock import Clock
-from .closer import CollectingCloser
+from .closer import CollectingCloser, Requeue
 from .config import Settings
 from .hit import DeadLetter, Hit, parse_hit
 from .middleware import Context, handler
@@ -130,18 +130,29 @@ class Engine:
         self.dead_letters: list[DeadLetter] = []
 
     def feed(self, lines: Iterable[bytes], name: str = "-") -> Iterator[tuple[str, bytes]]:
-        """Run raw lines (file order) through; yields closed sessions as they close."""
+        """Run raw lines (file order) through; yields closed sessions as they close.
+
+        Hits re-queued by strategy `evict` go back through the input right away,
+        as they would through the hits topic.
+        """
         wall = wall_now_us() if self.future_check else None
         for n, raw in enumerate(lines, 1):
             raw = raw.rstrip(b"\r\n")
             if not raw.strip():
                 continue
-            hit = parse_hit(raw, self.settings, wall, self.parse_clock.now)
-            if hit.__class__ is str:
-                self.dead_letters.append(DeadLetter(hit, raw, {"file": name, "line": n}))
-                continue
-            self.parse_clock.advance(hit.t)
-            yield from self.sessions.on_hits(self.identity.on_hits([hit]))
+            pending = [((name, n), raw)]
+            while pending:
+                loc, raw = pending.pop(0)
+                hit = parse_hit(raw, self.settings, wall, self.parse_clock.now)
+                if hit.__class__ is str:
+                    self.dead_letters.append(DeadLetter(hit, raw, {"file": loc[0], "line": loc[1]}))
+                    continue
+                self.parse_clock.advance(hit.t)
+                for out in self.sessions.on_hits(self.identity.on_hits([hit])):
+                    if out.__class__ is Requeue:
+                        pending.append((("requeue", 0), out.value))
+                    else:
+                        yield out
 
     def finish(self) -> list[tuple[str, bytes]]:
         return self.sessions.close_all()

@@ -8,6 +8,8 @@ engine never re-serialises a hit it did not have to change.
 from __future__ import annotations
 
 import base64
+import json
+import re
 from typing import Any
 
 import orjson
@@ -138,6 +140,8 @@ def check(raw: bytes, settings: Settings, wall_now_us: int | None) -> tuple[dict
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return "not_json"
+    if _LONG_DIGITS(raw) is not None and _has_huge_int(raw):
+        return "not_json"
     if obj.__class__ is not dict:
         return "not_object"
     get = obj.get
@@ -165,6 +169,27 @@ def check(raw: bytes, settings: Settings, wall_now_us: int | None) -> tuple[dict
     if wall_now_us is not None and t - wall_now_us > settings.max_future_skew_us:
         return "future_timestamp"
     return obj, t
+
+
+_LONG_DIGITS = re.compile(rb"[0-9]{19}").search
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def _has_huge_int(raw: bytes) -> bool:
+    """orjson reads integers past 64 bits as floats instead of refusing them
+    (SPEC: integers within 64 bits); look again, only for hits with 19+ digit runs."""
+    def parse_int(text: str) -> int:
+        value = int(text)
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise OverflowError(text)
+        return value
+    try:
+        json.loads(raw, parse_int=parse_int)
+    except OverflowError:
+        return True
+    except ValueError:
+        return False
+    return False
 
 
 def _nonempty_str(v: Any) -> bool:

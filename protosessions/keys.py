@@ -8,6 +8,8 @@ the timing wheel that drives clock closes.
 
 from __future__ import annotations
 
+import re
+
 BUCKETS_PREFIX = "sessions.buckets"
 NEXT_BUCKET_KEY = "sessions.buckets.next"
 PROTO_SESSION_HITS_PREFIX = "sessions.hits"
@@ -17,6 +19,7 @@ SESSION_STAMP_BY_CLIENT_ID_PREFIX = "sessions.stamps.by.client.id"
 EXPIRATION_PREFIX = "sessions.expiration"
 
 MICROS = 1_000_000
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 def bucket_number(time: int | float, tick_interval: int | float) -> int:
@@ -43,10 +46,9 @@ def buckets_parse_number(key: str) -> int:
     if not key.startswith(prefix):
         raise ValueError(f"not a buckets key (want {prefix}<n>): {key!r}")
     rest = key[len(prefix):]
-    try:
-        return int(rest)
-    except ValueError:
-        raise ValueError(f"bucket number is not an integer in {key!r}") from None
+    if not _INTEGER.fullmatch(rest):
+        raise ValueError(f"bucket number is not an integer in {key!r}")
+    return int(rest)
 
 
 def expiration_key(acid: str) -> str:

@@ -140,6 +140,7 @@ class Context:
             return
         hits = self.collect_all(key)
         self.trigger_cleanup(key)
+        self.stats["evictions"] += 1
         self.stats["evicted_hits"] += len(hits)
         self.closer.requeue(cmd.owner, [with_acid(raw, cmd.owner, True) for _, raw in hits])
 

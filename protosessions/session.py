@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import orjson
 
@@ -17,14 +18,23 @@ def session_id(property_id: str, acid: str, first_hit_id: str) -> str:
     return hashlib.sha256(text).hexdigest()[:32]
 
 
+_ACID_VALUE = re.compile(rb'"authoritative_client_id"\s*:\s*(?:"(?:[^"\\]|\\.)*"|null)')
+
+
 def with_acid(raw: bytes, acid: str, has_field: bool) -> bytes:
-    """The raw hit with `authoritative_client_id` set to `acid`: appended
-    without re-serialising the hit, or replaced in place when it has one."""
-    if has_field:
-        obj = orjson.loads(raw)
-        obj["authoritative_client_id"] = acid
-        return orjson.dumps(obj)
-    return raw.rstrip()[:-1] + b',"authoritative_client_id":' + orjson.dumps(acid) + b"}"
+    """The raw hit with `authoritative_client_id` set to `acid`, every other
+    byte as received: appended, or replaced where the hit has the field. Only
+    when the name also occurs nested (so the top-level one is ambiguous) is
+    the hit re-serialised."""
+    value = orjson.dumps(acid)
+    if not has_field:
+        return raw.rstrip()[:-1] + b',"authoritative_client_id":' + value + b"}"
+    found = _ACID_VALUE.findall(raw)
+    if len(found) == 1 and raw.count(b'"authoritative_client_id"') == 1:
+        return _ACID_VALUE.sub(lambda _: b'"authoritative_client_id":' + value, raw, count=1)
+    obj = orjson.loads(raw)
+    obj["authoritative_client_id"] = acid
+    return orjson.dumps(obj)
 
 
 def session_json(ps: ProtoSession, hits: list[StoredHit], reason: str) -> bytes:

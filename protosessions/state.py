@@ -19,7 +19,7 @@ from .wheel import TimingWheel
 SessionKey = tuple  # (property_id, acid)
 StoredHit = tuple  # (t, hit bytes with the ACID set), in arrival order
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: stored hits carry their ACID
 
 
 class ProtoSession:

@@ -11,7 +11,7 @@ from ..hit import Evict, Hit
 from ..middleware import BaseMiddleware, Context, Next
 from ..wheel import TimingWheel
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: records whether key ownership is tracked (evict)
 
 ClaimKey = tuple  # (property_id, join key)
 
@@ -122,14 +122,12 @@ class IdentityJoin(BaseMiddleware):
         next(hit)
 
     def _move(self, ctx: Context, hit: Hit, owner: str, next: Next) -> None:
-        """Evict: hand the keys of the hit's own ACID to `owner`, and emit an `Evict`."""
+        """Evict: hand the keys of the hit's own ACID to `owner`, and emit an
+        `Evict` for its proto-session (a no-op where it has none open)."""
         keys = self.table.owned.pop((hit.property_id, hit.acid), None)
-        if not keys:
-            return
-        for key in keys:
+        for key in keys or ():
             self.table.claims[key].owner = owner
             self.table.own(key, owner)
-        ctx.stats["evictions"] += 1
         next(Evict(hit.property_id, hit.acid, owner, hit.clock))  # type: ignore[arg-type]
 
     def on_ping(self, ctx: Context, ts: int) -> None:
