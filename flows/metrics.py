@@ -19,7 +19,7 @@ from protosessions.clock import Clock
 from protosessions.timefmt import wall_now_us
 
 _clocks: "weakref.WeakSet[Clock]" = weakref.WeakSet()
-_lock = threading.Lock()
+_lock = threading.RLock()
 _registered = False
 
 

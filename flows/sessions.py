@@ -1,8 +1,9 @@
 """The protosessions dataflow.
 
-    input -> parse -> (dead letters) -> identity [keyed by join key shard]
-          -> sessions [keyed by (property_id, ACID) shard] -> output
+    input -> parse -> (dead letters) -> identity [keyed by join-key group]
+          -> sessions [keyed by (property_id, ACID) group] -> output
 
+Files in, files out; or Kafka in, Kafka out (`PROTOSESSIONS_KAFKA_BROKERS`).
 Launch with `python -m bytewax.run flows.sessions:flow` (configured by
 `PROTOSESSIONS_*` variables) or through `protosessions run`.
 """
@@ -17,8 +18,10 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from protosessions.options import RunConfig, from_env
+from protosessions.closer import Requeue
+from protosessions.options import RunConfig, from_env, kafka_config
 
+from . import metrics
 from .files import JsonlSink, JsonlSource
 from .steps import (IdentityLogic, SessionLogic, WorkerClocks, dead_letters, keyed_hits,
                     make_parse, rekey_by_session)
@@ -32,36 +35,69 @@ def sample_path() -> str:
 
 
 def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: Sink | None = None,
-               dead_sink: Sink | None = None, flow_id: str = "protosessions") -> Dataflow:
-    """Wire the steps. Sources yield `(location, raw bytes)`; the session sink
-    gets `(ACID, session JSON bytes)`, the dead-letter sink `("dead", JSON bytes)`."""
-    settings = config.settings
-    finite = not config.streaming
-    if source is None:
-        source = JsonlSource(config.input or sample_path(), config.batch_size)
-    if sessions_sink is None:
-        sessions_sink = JsonlSink(config.output or "-")
-    if dead_sink is None:
-        dead_sink = JsonlSink(config.dead_letter or "/dev/stderr")
+               dead_sink: Sink | None = None, requeue_sink: Sink | None = None,
+               flow_id: str = "protosessions") -> Dataflow:
+    """Wire the steps.
 
-    clocks = WorkerClocks()
+    Sources yield `(location, raw bytes)` (Kafka messages are converted);
+    the session sink gets `(ACID, session JSON bytes)`, the dead-letter sink
+    `(key, JSON bytes)`, the requeue sink (strategy `evict`) `Requeue`s.
+    """
+    settings = config.settings
+    streaming = config.streaming
+    clocks = WorkerClocks(streaming=streaming, skip_catching_up=bool(config.skip_catching_up))
+    metrics.register()
     flow = Dataflow(flow_id)
-    raw = op.input("input", flow, source)
+
+    if streaming:
+        from .kafka import DeliveredKafkaSink, check_delivery_config, hits_source, located
+
+        kconf = kafka_config(config.kafka_config)
+        check_delivery_config(kconf)
+        brokers = config.kafka_brokers
+        if source is None:
+            source = hits_source(brokers, config.hits_topic, kconf, config.batch_size)
+            raw = op.flat_map_batch("locate", op.input("input", flow, source), located)
+        else:
+            raw = op.input("input", flow, source)
+        sessions_sink = sessions_sink or DeliveredKafkaSink(brokers, config.sessions_topic, kconf)
+        dead_sink = dead_sink or DeliveredKafkaSink(brokers, config.dead_letter_topic, kconf)
+        requeue_sink = requeue_sink or DeliveredKafkaSink(brokers, config.hits_topic, kconf)
+        dead_key = None
+    else:
+        if settings.eviction_strategy == "evict" and requeue_sink is None:
+            raise ValueError("--eviction-strategy evict re-queues hits through the Kafka hits "
+                             "topic: it needs --kafka-brokers")
+        source = source or JsonlSource(config.input or sample_path(), config.batch_size)
+        raw = op.input("input", flow, source)
+        sessions_sink = sessions_sink or JsonlSink(config.output or "-")
+        dead_sink = dead_sink or JsonlSink(config.dead_letter or "/dev/stderr")
+        dead_key = "dead"
+
     parsed = op.flat_map_batch("parse", raw, make_parse(settings, clocks))
-    op.output("write_dead_letters", op.flat_map_batch("rejects", parsed, dead_letters), dead_sink)
+    op.output("write_dead_letters", op.flat_map_batch("rejects", parsed, dead_letters(dead_key)),
+              dead_sink)
     by_join_key = op.flat_map_batch("key_by_join_key", parsed, keyed_hits(settings.identity_shards))
     joined = op.stateful_batch("identity", by_join_key,
                                lambda resume: IdentityLogic(settings, clocks, resume))
     by_acid = op.flat_map_batch("key_by_acid", joined, rekey_by_session(settings.shards))
     closed = op.stateful_batch("sessions", by_acid,
-                               lambda resume: SessionLogic(settings, clocks, resume, finite))
-    op.output("write_sessions", op.flat_map_batch("unshard", closed, _values), sessions_sink)
+                               lambda resume: SessionLogic(settings, clocks, resume, not streaming))
+    op.output("write_sessions", op.flat_map_batch("closed_sessions", closed, _sessions),
+              sessions_sink)
+    if requeue_sink is not None:
+        op.output("write_requeued", op.flat_map_batch("requeued_hits", closed, _requeued),
+                  requeue_sink)
     return flow
 
 
-def _values(batch: list) -> list:
+def _sessions(batch: list) -> list:
     """`(shard, (ACID, session))` -> `(ACID, session)`."""
-    return [v for _, v in batch]
+    return [v for _, v in batch if v.__class__ is not Requeue]
+
+
+def _requeued(batch: list) -> list:
+    return [v for _, v in batch if v.__class__ is Requeue]
 
 
 def _from_env() -> Dataflow:

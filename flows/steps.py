@@ -3,27 +3,39 @@ batches to the library and tell Bytewax when to wake a key up or drop it."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Optional
 
 from bytewax.operators import StatefulBatchLogic
 
 from protosessions import stats
-from protosessions.clock import Clock
+from protosessions.clock import Clock, WallFollowingClock
 from protosessions.config import Settings
 from protosessions.engine import IdentityShard, SessionShard, identity_shard, session_shard
 from protosessions.hit import DeadLetter, Hit, parse_hit
-from protosessions.timefmt import wall_now_us
+from protosessions.timefmt import format_time_us, wall_now_us
+
+from . import metrics
+
+log = logging.getLogger("protosessions")
+
 
 class WorkerClocks:
     """The clocks of one dataflow: one per worker (thread) and step (SPEC rule 2).
 
     Made anew by each `build_flow`, so two runs in one thread share nothing.
+    Streaming, the session step's clock also follows wall time while idle;
+    with `skip_catching_up` it starts at wall time instead of where the
+    snapshot left it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, streaming: bool = False, skip_catching_up: bool = False) -> None:
         self._local = threading.local()
+        self.streaming = streaming
+        self.skip_catching_up = skip_catching_up
 
     def get(self, step: str) -> Clock:
         clocks = getattr(self._local, "clocks", None)
@@ -31,7 +43,14 @@ class WorkerClocks:
             clocks = self._local.clocks = {}
         clock = clocks.get(step)
         if clock is None:
-            clock = clocks[step] = Clock()
+            if self.streaming and step == "sessions":
+                wall = wall_now_us()
+                clock = WallFollowingClock(wall if self.skip_catching_up else 0, wall)
+            else:
+                clock = Clock()
+            clocks[step] = clock
+            if step == "sessions":
+                metrics.watch_clock(clock)
         return clock
 
 
@@ -53,7 +72,7 @@ def make_parse(settings: Settings, clocks: WorkerClocks) -> Callable[[list], lis
         clock = clocks.get("parse")
         wall = wall_now_us()
         out: list = []
-        dead = 0
+        c = stats.counter()
         for loc, raw in batch:
             hit = parse_hit(raw, settings, wall, clock.now)
             if hit.__class__ is Hit:
@@ -62,11 +81,9 @@ def make_parse(settings: Settings, clocks: WorkerClocks) -> Callable[[list], lis
                 out.append(hit)
             else:
                 out.append(DeadLetter(hit, raw, source_dict(loc)))
-                dead += 1
-        c = stats.counter()
+                c["dead_letters"] += 1
+                c["dead:" + hit] += 1
         c["hits_read"] += len(batch)
-        if dead:
-            c["dead_letters"] += dead
         return out
 
     return parse
@@ -78,8 +95,11 @@ def keyed_hits(shards: int) -> Callable[[list], list]:
     return route
 
 
-def dead_letters(batch: list) -> list:
-    return [("dead", d.to_json()) for d in batch if d.__class__ is DeadLetter]
+def dead_letters(key: str | None) -> Callable[[list], list]:
+    """Rejects as `(key, dead-letter JSON)`."""
+    def rejects(batch: list) -> list:
+        return [(key, d.to_json()) for d in batch if d.__class__ is DeadLetter]
+    return rejects
 
 
 def rekey_by_session(shards: int) -> Callable[[list], list]:
@@ -117,39 +137,48 @@ class IdentityLogic(StatefulBatchLogic[Hit, Hit, tuple]):
         return self.shard.snapshot()
 
 
-class SessionLogic(StatefulBatchLogic[Hit, bytes, tuple]):
+class SessionLogic(StatefulBatchLogic[Hit, Any, tuple]):
     """One session shard: the middleware chain on each batch, clock-driven
     closes on each tick, and (reading a finite input) everything closed at EOF.
     Dropped as soon as it holds no open proto-session."""
 
     def __init__(self, settings: Settings, clocks: WorkerClocks, resume: Optional[tuple],
-                 finite: bool, streaming_clock: Optional[Callable[[Clock], None]] = None) -> None:
+                 finite: bool) -> None:
         self.settings = settings
         self.finite = finite
         self.clock = clocks.get("sessions")
-        self.streaming_clock = streaming_clock
         self.shard = SessionShard(settings, self.clock, resume)
-
+        self._open = len(self.shard.state.sessions)
+        stats.counter()["open"] += self._open
 
     def on_batch(self, values: list[Hit]) -> tuple[Iterable, bool]:
-        return self._drain(self.shard.on_hits(values))
+        out = self.shard.on_hits(values)
+        if self.clock.__class__ is WallFollowingClock:
+            self.clock.mark(wall_now_us())  # type: ignore[attr-defined]
+        return self._drain(out)
 
     def on_notify(self) -> tuple[Iterable, bool]:
-        if self.streaming_clock is not None:
-            self.streaming_clock(self.clock)
+        if self.clock.__class__ is WallFollowingClock:
+            wall = wall_now_us()
+            self.clock.follow(wall)  # type: ignore[attr-defined]
+            catching_up.report(self.clock, wall, self.settings.tick_us)
         return self._drain(self.shard.tick())
 
     def on_eof(self) -> tuple[Iterable, bool]:
-        if not self.finite:
+        if not self.finite:  # a stopped stream closes nothing: its state is in the snapshot
             return [], self.shard.empty
         return self._drain(self.shard.close_all())
 
     def _drain(self, closed: list) -> tuple[list, bool]:
+        c = stats.counter()
         st = self.shard.stats
         if st:
-            c = stats.counter()
             c.update(st)
             st.clear()
+        n = len(self.shard.state.sessions)
+        if n != self._open:
+            c["open"] += n - self._open
+            self._open = n
         return closed, self.shard.empty
 
     def notify_at(self) -> Optional[datetime]:
@@ -157,3 +186,27 @@ class SessionLogic(StatefulBatchLogic[Hit, bytes, tuple]):
 
     def snapshot(self) -> tuple:
         return self.shard.snapshot()
+
+
+class _CatchingUp:
+    """Logs, at most every 10 s per process, how far the clock is behind wall
+    time while a backlog is read (streaming)."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def report(self, clock: Clock, wall: int, tick_us: int) -> None:
+        behind = (wall - clock.now) // tick_us
+        if behind < 3 or not clock.now:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < 10:
+                return
+            self._last = now
+        log.warning("catching up: %d buckets behind (clock %s, %.0f s behind wall time)",
+                    behind, format_time_us(clock.now), (wall - clock.now) / 1e6)
+
+
+catching_up = _CatchingUp()

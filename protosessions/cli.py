@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .topics import cmd_topics
             return cmd_topics(args)
         if args.command == "recovery":
-            from .recovery import cmd_recovery
+            from flows.recovery import cmd_recovery
             return cmd_recovery(args)
     except UsageError as e:
         print(str(e), file=sys.stderr)

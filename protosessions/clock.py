@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 class Clock:
-    __slots__ = ("now",)
+    __slots__ = ("now", "__weakref__")
 
     def __init__(self, now: int = 0) -> None:
         self.now = now

@@ -127,10 +127,13 @@ class RunConfig:
         return cls(engine_settings(values), dict(values))
 
     def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["values"][name]
-        except KeyError:
-            raise AttributeError(name) from None
+        """Option values by name; an option not given has its default."""
+        values = self.__dict__["values"]
+        if name in values:
+            return values[name]
+        if name in BY_DEST:
+            return BY_DEST[name].default
+        raise AttributeError(name)
 
     @property
     def streaming(self) -> bool:
