@@ -44,19 +44,20 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
     `(key, JSON bytes)`, the requeue sink (strategy `evict`) `Requeue`s.
     """
     settings = config.settings
-    streaming = config.streaming
+    streaming = config.streaming and not config.until_end  # the clock follows wall time
     clocks = WorkerClocks(streaming=streaming, skip_catching_up=bool(config.skip_catching_up))
     metrics.register()
     flow = Dataflow(flow_id)
 
-    if streaming:
+    if config.streaming:
         from .kafka import DeliveredKafkaSink, check_delivery_config, hits_source, located
 
         kconf = kafka_config(config.kafka_config)
         check_delivery_config(kconf)
         brokers = config.kafka_brokers
         if source is None:
-            source = hits_source(brokers, config.hits_topic, kconf, config.batch_size)
+            source = hits_source(brokers, config.hits_topic, kconf, config.batch_size,
+                                 tail=not config.until_end)
             raw = op.flat_map_batch("locate", op.input("input", flow, source), located)
         else:
             raw = op.input("input", flow, source)

@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--hits-topic", default=os.environ.get("PROTOSESSIONS_HITS_TOPIC", "hits"))
     create.add_argument("--sessions-topic", default=os.environ.get("PROTOSESSIONS_SESSIONS_TOPIC", "sessions"))
     create.add_argument("--dead-letter-topic", default=os.environ.get("PROTOSESSIONS_DEAD_LETTER_TOPIC", "hits.dead"))
-    create.add_argument("--kafka-config", action="append", default=[])
+    create.add_argument("--kafka-config", action="append",
+                        default=[p for p in os.environ.get("PROTOSESSIONS_KAFKA_CONFIG", "").split(",") if p.strip()])
 
     rec = sub.add_parser("recovery", help="Bytewax recovery directory")
     rsub = rec.add_subparsers(dest="recovery_command", required=True, parser_class=_Parser)

@@ -59,6 +59,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("dead-letter-topic", "hits.dead", "Kafka topic to write rejected hits to"),
     Option("kafka-config", (), "librdkafka setting key=value (repeatable)", "list"),
     Option("skip-catching-up", False, "after downtime, start the clock at wall time", "bool"),
+    Option("until-end", False, "Kafka: read the hits topic to its current end, then close "
+           "everything as end_of_input and stop, like a file (backfills, tests)", "bool"),
     Option("recovery-dir", None, "Bytewax recovery directory (see `protosessions recovery init`)"),
     Option("snapshot-interval", "10s", "how often state is snapshotted (Bytewax epoch)"),
     Option("backup-interval", "0s", "how long old snapshots are kept for"),

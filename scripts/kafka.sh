@@ -13,7 +13,8 @@
 #   KAFKA_VERSION          org.apache.kafka:kafka_2.13 version, 4.x (default 4.1.1)
 #   KAFKA_CACHE            jar cache (default ~/.cache/protosessions-kafka)
 #   KAFKA_DATA             data/log/pid dir (default /tmp/protosessions-kafka-$KAFKA_PORT);
-#                          wiped and reformatted on every fresh start
+#                          wiped and reformatted on every fresh start, unless
+#   KAFKA_KEEP_DATA=1      restart on the data of the previous start (topics kept)
 #   PYTHON                 python used for the readiness check (default python3);
 #                          only used if it can import confluent_kafka
 #   JAVA                   java binary (default $JAVA_HOME/bin/java or java)
@@ -153,13 +154,18 @@ cmd_start() {
     port_open "$p" && die "port $p is already in use by something not started by this script"
   done
 
-  # Fresh data dir every start: wipe, write config, format KRaft storage.
-  rm -rf "$KAFKA_DATA"
-  mkdir -p "$KAFKA_DATA/logs"
-  write_config
-  "$JAVA" -cp "$LIBS/*" kafka.tools.StorageTool format -t "$(cluster_id)" -c "$KAFKA_DATA/server.properties" \
-    >"$KAFKA_DATA/format.out" 2>&1 \
-    || { cat "$KAFKA_DATA/format.out" >&2; die "formatting KRaft storage failed"; }
+  if [[ "${KAFKA_KEEP_DATA:-0}" == 1 && -f "$KAFKA_DATA/server.properties" ]]; then
+    # Restart on the existing storage: topics and messages survive (outage tests).
+    rm -f "$LOG_FILE" "$OUT_FILE"
+  else
+    # Fresh data dir every start: wipe, write config, format KRaft storage.
+    rm -rf "$KAFKA_DATA"
+    mkdir -p "$KAFKA_DATA/logs"
+    write_config
+    "$JAVA" -cp "$LIBS/*" kafka.tools.StorageTool format -t "$(cluster_id)" -c "$KAFKA_DATA/server.properties" \
+      >"$KAFKA_DATA/format.out" 2>&1 \
+      || { cat "$KAFKA_DATA/format.out" >&2; die "formatting KRaft storage failed"; }
+  fi
 
   # Start detached from our stdio so `$(kafka.sh start)` returns promptly.
   nohup "$JAVA" -Xms256m -Xmx512m -Djava.awt.headless=true \
