@@ -45,7 +45,8 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
     """
     settings = config.settings
     streaming = config.streaming and not config.until_end  # the clock follows wall time
-    clocks = WorkerClocks(streaming=streaming, skip_catching_up=bool(config.skip_catching_up))
+    clocks = WorkerClocks(streaming=streaming, skip_catching_up=bool(config.skip_catching_up),
+                          idle_us=settings.tick_us)  # idle: no hit for a tick of wall time
     metrics.register()
     flow = Dataflow(flow_id)
 

@@ -32,10 +32,12 @@ class WorkerClocks:
     snapshot left it.
     """
 
-    def __init__(self, streaming: bool = False, skip_catching_up: bool = False) -> None:
+    def __init__(self, streaming: bool = False, skip_catching_up: bool = False,
+                 idle_us: int = 1_000_000) -> None:
         self._local = threading.local()
         self.streaming = streaming
         self.skip_catching_up = skip_catching_up
+        self.idle_us = idle_us
 
     def get(self, step: str) -> Clock:
         clocks = getattr(self._local, "clocks", None)
@@ -45,7 +47,8 @@ class WorkerClocks:
         if clock is None:
             if self.streaming and step == "sessions":
                 wall = wall_now_us()
-                clock = WallFollowingClock(wall if self.skip_catching_up else 0, wall)
+                clock = WallFollowingClock(wall if self.skip_catching_up else 0, wall,
+                                           self.idle_us)
             else:
                 clock = Clock()
             clocks[step] = clock

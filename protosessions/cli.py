@@ -140,10 +140,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         _check_file_io(config)
     from flows.runner import run  # Bytewax is imported only to run
 
+    from flows.recovery import RecoveryError
+
     stats.reset()
     start = time.monotonic()
-    with Progress():
-        run(config)
+    try:
+        with Progress():
+            run(config)
+    except (RecoveryError, ValueError) as e:
+        if isinstance(e, RecoveryError) or "needs --kafka-brokers" in str(e) \
+                or "--kafka-config" in str(e):
+            raise UsageError(f"protosessions run: {e}") from None
+        raise
     print(summary_line(stats.totals(), time.monotonic() - start), file=sys.stderr)
     return 0
 

@@ -19,27 +19,31 @@ class Clock:
 
 
 class WallFollowingClock(Clock):
-    """Streaming mode: hits drive the clock, and while none arrive it runs on
-    with wall time from the last moment a hit moved it (SPEC rule 2).
+    """Streaming mode: hits drive the clock, and once none has arrived for
+    `idle_us` of wall time it runs on with wall time from the last moment a
+    hit moved it (SPEC rule 2).
 
     `mark` records that moment (call it after handling hits); `follow` moves
-    the clock on by the wall time elapsed since. While a backlog is read the
-    hits move the clock faster than the wall does, so it is driven by the hits.
+    the clock on by the wall time elapsed since, once the stream is idle.
+    While a backlog is read, hits keep arriving and alone drive the clock, so
+    a replay after a restart makes the same sessions as the first pass.
     """
 
-    __slots__ = ("anchor_now", "anchor_wall")
+    __slots__ = ("anchor_now", "anchor_wall", "idle_us")
 
-    def __init__(self, now: int = 0, wall: int = 0) -> None:
+    def __init__(self, now: int = 0, wall: int = 0, idle_us: int = 1_000_000) -> None:
         super().__init__(now)
         self.anchor_now = now
         self.anchor_wall = wall
+        self.idle_us = idle_us
 
     def mark(self, wall: int) -> None:
-        if self.now != self.anchor_now:
-            self.anchor_now = self.now
-            self.anchor_wall = wall
+        """Hits arrived at `wall`: the stream is not idle."""
+        self.anchor_now = self.now
+        self.anchor_wall = wall
 
     def follow(self, wall: int) -> None:
-        if self.anchor_wall:
+        if not self.anchor_wall:
+            self.anchor_now, self.anchor_wall = self.now, wall
+        elif wall - self.anchor_wall >= self.idle_us:
             self.advance(self.anchor_now + (wall - self.anchor_wall))
-        self.anchor_now, self.anchor_wall = self.now, wall

@@ -9,6 +9,7 @@ proto-sessions and closes them. The Bytewax flow holds one of each per key;
 from __future__ import annotations
 
 import zlib
+from operator import attrgetter
 from collections import Counter
 from typing import Iterable, Iterator
 
@@ -22,6 +23,9 @@ from .middlewares.close_trigger import CloseTrigger
 from .middlewares.identity import ClaimTable, IdentityJoin
 from .state import ShardState
 from .timefmt import wall_now_us
+
+
+_BY_CLOCK = attrgetter("clock")
 
 
 def shard_of(text: str, shards: int) -> int:
@@ -57,6 +61,16 @@ class IdentityShard:
                            [IdentityJoin(settings, self.table)], terminal=self.out.append)
 
     def on_hits(self, hits: Iterable[Hit]) -> list[Hit]:
+        """Join a batch; each hit leaves stamped with the clock of this stage
+        (the greatest time it has handled), which a restored snapshot carries
+        across a restart even though the parse step keeps no state."""
+        hits = sorted(hits, key=_BY_CLOCK)
+        clock = self.table.clock
+        for hit in hits:
+            if hit.clock < clock:
+                hit.clock = clock
+            else:
+                clock = hit.clock
         handler(self.ctx, hits)
         self.table.clock = self.state.clock
         out, self.out[:] = list(self.out), []
@@ -70,6 +84,7 @@ class IdentityShard:
         return not self.table.claims
 
     def snapshot(self) -> tuple:
+        self.table.clock = max(self.table.clock, self.ctx.clock.now)
         return self.table.snapshot()
 
 
@@ -111,6 +126,8 @@ class SessionShard:
         return self.ctx.stats
 
     def snapshot(self) -> tuple:
+        """Carries the worker clock too, so a resumed worker starts where it was."""
+        self.state.clock = max(self.state.clock, self.ctx.clock.now)
         return self.state.snapshot()
 
 
