@@ -28,7 +28,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BROKER_PORT = 19600
-MAX_MESSAGE = 16 * 1024 * 1024  # = the sink's producer message.max.bytes
 
 
 # -- broker -------------------------------------------------------------------------------
@@ -41,18 +40,14 @@ def broker_cmd(cmd: str, port: int = BROKER_PORT) -> str:
     return out.splitlines()[-1] if out else ""
 
 
-def create_topics(brokers: str, partitions: dict[str, int], config: dict[str, dict]) -> None:
-    """Fresh topics. Not through protosessions.topics: that one cannot set topic
-    configs, and a session of 10,000 hits is several MB (over the broker's 1 MB
-    default `max.message.bytes`), so the sessions topic gets the sink's 16 MiB."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+def create_topics(brokers: str, names: list[str], partitions: int) -> None:
+    """Fresh topics with the broker's default configs, as `protosessions topics
+    create` makes them (the largest session here, ~7 MB of JSON, fits the 1 MB
+    default `max.message.bytes` thanks to the sink's lz4 compression)."""
+    sys.path.insert(0, str(ROOT))
+    from protosessions.topics import create_topics as create
 
-    admin = AdminClient({"bootstrap.servers": brokers})
-    futures = admin.create_topics([NewTopic(t, num_partitions=n, replication_factor=1,
-                                            config=config.get(t, {}))
-                                   for t, n in partitions.items()], request_timeout=30)
-    for f in futures.values():
-        f.result(60)
+    create(brokers, names, partitions, 1, {})
 
 
 def end_offsets(brokers: str, topic: str) -> int:
@@ -162,7 +157,7 @@ def main() -> None:
         tag = f"kbench-{uuid.uuid4().hex[:8]}"
         hits_topic = f"{tag}.hits"
         parts = args.partitions
-        create_topics(brokers, {hits_topic: parts}, {})
+        create_topics(brokers, [hits_topic], parts)
         n, produce_secs = produce_file(brokers, hits_topic, hits)
         assert end_offsets(brokers, hits_topic) == n
         print(f"input: {n} hits, {args.clients} clients, {size / 1e6:.0f} MB, topic {hits_topic} "
@@ -175,9 +170,7 @@ def main() -> None:
         results: dict[str, list[float]] = {"a": [], "b": []}
         for r in range(args.rounds):
             sessions, dead, copy = (f"{tag}.r{r}.sessions", f"{tag}.r{r}.dead", f"{tag}.r{r}.copy")
-            create_topics(brokers, {sessions: parts, dead: parts, copy: parts},
-                          {sessions: {"max.message.bytes": str(MAX_MESSAGE)},
-                           copy: {"max.message.bytes": str(MAX_MESSAGE)}})
+            create_topics(brokers, [sessions, dead, copy], parts)
             cmd_a = [py, "-m", "protosessions.cli", "run", "--kafka-brokers", brokers,
                      "--hits-topic", hits_topic, "--sessions-topic", sessions,
                      "--dead-letter-topic", dead, "--until-end", "--workers", str(args.workers),

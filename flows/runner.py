@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from datetime import timedelta
 
 from bytewax.recovery import InconsistentPartitionsError, MissingPartitionsError, NoPartitionsError
@@ -12,15 +11,12 @@ from protosessions.options import RunConfig
 from protosessions.units import parse_duration_us
 
 from .recovery import RecoveryError, checked_recovery_config
-from .sessions import build_flow
+from .sessions import build_flow, tune_gc
 
 
 def run(config: RunConfig) -> None:
     """Build and run the flow; a recovery store that cannot be used raises `RecoveryError`."""
-    # Open proto-sessions are many small long-lived objects: with the default
-    # thresholds the cyclic GC rescans them over and over. Collect young
-    # objects less often; nothing here depends on cycles being freed early.
-    gc.set_threshold(100_000, 50, 100)
+    tune_gc()
     recovery = (checked_recovery_config(config.recovery_dir, config.backup_interval)
                 if config.recovery_dir else None)
     flow = build_flow(config)
