@@ -95,6 +95,7 @@ def main() -> None:
     started = False
     proc = None
     consumer = None
+    producer = None
     try:
         if args.start_broker:
             args.brokers = broker_cmd("start")
@@ -192,6 +193,7 @@ def main() -> None:
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(30)
+        producer = None  # close the client before the broker goes away
         if started:
             broker_cmd("stop")
 
