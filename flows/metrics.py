@@ -33,18 +33,8 @@ class SessionsCollector:
     def collect(self) -> Iterator:
         t = stats.totals()
         yield _counter("protosessions_hits_in", "Hits read from the input", t["hits_read"])
-        dead = CounterMetricFamily("protosessions_dead_letters", "Rejected hits by reason",
-                                   labels=["reason"])
-        for key, value in sorted(t.items()):
-            if key.startswith("dead:"):
-                dead.add_metric([key[5:]], value)
-        yield dead
-        closed = CounterMetricFamily("protosessions_sessions_closed", "Sessions closed by reason",
-                                     labels=["reason"])
-        for key, value in sorted(t.items()):
-            if key.startswith("closed:"):
-                closed.add_metric([key[7:]], value)
-        yield closed
+        yield _by_reason("protosessions_dead_letters", "Rejected hits by reason", "dead:", t)
+        yield _by_reason("protosessions_sessions_closed", "Sessions closed by reason", "closed:", t)
         yield _counter("protosessions_duplicates", "Hits dropped as duplicates", t["duplicates"])
         yield _counter("protosessions_evictions", "Clients moved into an owner (strategy evict)",
                        t["evictions"])
@@ -56,6 +46,15 @@ class SessionsCollector:
         lag = (wall_now_us() - min(nows)) / 1e6 if nows else 0.0
         yield GaugeMetricFamily("protosessions_clock_lag_seconds",
                                 "Wall time minus the slowest worker clock", value=lag)
+
+
+def _by_reason(name: str, doc: str, prefix: str, totals: dict) -> CounterMetricFamily:
+    """A counter labelled by reason, from the `<prefix><reason>` counts."""
+    family = CounterMetricFamily(name, doc, labels=["reason"])
+    for key, value in sorted(totals.items()):
+        if key.startswith(prefix):
+            family.add_metric([key[len(prefix):]], value)
+    return family
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,12 +25,24 @@ pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_flow(brokers: str, t: dict, *extra: str) -> subprocess.Popen:
+def start_flow(brokers: str, t: dict, *extra: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "protosessions.cli", "run", "--kafka-brokers", brokers,
          "--hits-topic", t["hits"], "--sessions-topic", t["sessions"],
          "--dead-letter-topic", t["dead"], *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        env={**os.environ, **(env or {})})
+
+
+def scrape(port: int) -> dict[str, float]:
+    """`name{labels}` -> value from the job's /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("protosessions_"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
 
 
 def stop(proc: subprocess.Popen) -> str:
@@ -49,11 +62,15 @@ def test_idle_stream_closes_within_a_tick_of_expiry() -> None:
     session closes within tick_interval + 2 s of its expiry."""
     brokers = bootstrap()
     t = topics(brokers, 1, prefix="idle")
-    proc = start_flow(brokers, t, "--session-duration", "3s", "--tick-interval", "1s")
+    port = 21000 + os.getpid() % 3000
+    proc = start_flow(brokers, t, "--session-duration", "3s", "--tick-interval", "1s",
+                      env={"BYTEWAX_DATAFLOW_API_ENABLED": "true",
+                           "BYTEWAX_DATAFLOW_API_PORT": str(port)})
     try:
         time.sleep(3)  # the flow is up and idle
         now = wall_now_us()
-        produce(brokers, t["hits"], [hit("h1", "a", now), hit("h2", "a", now + 500_000)])
+        produce(brokers, t["hits"], [hit("h1", "a", now), hit("h2", "a", now + 500_000),
+                                     b"not json"])
         expiry = (now + 500_000 + 3_000_000) / 1e6
         [msg] = consume_all(brokers, t["sessions"], expect=1, timeout=30)
         landed = msg.timestamp()[1] / 1000  # broker append time of the record
@@ -62,6 +79,12 @@ def test_idle_stream_closes_within_a_tick_of_expiry() -> None:
         assert session["close_reason"] == "inactivity"
         assert landed - expiry <= 1 + 2, f"closed {landed - expiry:.2f}s after expiry"
         assert landed >= expiry - 0.05, "closed before it expired"
+        m = scrape(port)  # Prometheus metrics on Bytewax's API port
+        assert m["protosessions_hits_in_total"] == 3
+        assert m['protosessions_dead_letters_total{reason="not_json"}'] == 1
+        assert m['protosessions_sessions_closed_total{reason="inactivity"}'] == 1
+        assert m["protosessions_open_proto_sessions"] == 0
+        assert 0 <= m["protosessions_clock_lag_seconds"] < 10
     finally:
         stop(proc)
 
