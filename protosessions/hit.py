@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from typing import Any
 
 import orjson
@@ -140,30 +139,30 @@ def check(raw: bytes, settings: Settings, wall_now_us: int | None) -> tuple[dict
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return "not_json"
-    if _LONG_DIGITS(raw) is not None and _has_huge_int(raw):
-        return "not_json"
     if obj.__class__ is not dict:
-        return "not_object"
+        return "not_json" if _has_huge_int(raw) else "not_object"
+    if not _KNOWN.issuperset(obj) and _floats_in_unknown(obj) and _has_huge_int(raw):
+        return "not_json"
     get = obj.get
     ts = get("server_received_time")
     if not (_nonempty_str(get("id")) and _nonempty_str(get("client_id"))
             and _nonempty_str(get("property_id")) and _nonempty_str(ts)):
-        return _first_failure(obj)
+        return _first_failure(obj, raw)
     t = parse_time_us(ts)
     if t is None:
         return "bad_timestamp"
     for name in OPTIONAL_STR:
         v = get(name)
         if v is not None and v.__class__ is not str:
-            return _first_failure(obj)
+            return _first_failure(obj, raw)
     for name in OPTIONAL_MAPS:
         v = get(name)
         if v is not None and not _is_str_lists(v):
-            return _first_failure(obj)
+            return _first_failure(obj, raw)
     v = get("metadata")
     if (v is not None and not _is_str_map(v)) or (
             "authoritative_client_id" in obj or get("user_id") is not None):
-        reason = _first_failure(obj)
+        reason = _first_failure(obj, raw)
         if reason is not None:
             return reason
     if wall_now_us is not None and t - wall_now_us > settings.max_future_skew_us:
@@ -171,13 +170,36 @@ def check(raw: bytes, settings: Settings, wall_now_us: int | None) -> tuple[dict
     return obj, t
 
 
-_LONG_DIGITS = re.compile(rb"[0-9]{19}").search
+_KNOWN = frozenset(REQUIRED + OPTIONAL_STR + OPTIONAL_MAPS
+                   + ("authoritative_client_id", "user_id", "metadata"))
+_DIGITS = bytes(48 if 48 <= i <= 57 else 46 for i in range(256))  # digits -> "0", rest -> "."
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def _floats_in_unknown(obj: dict[str, Any]) -> bool:
+    """Whether a field outside the SPEC table holds a float anywhere: the only
+    place a valid-looking hit can hide an integer orjson widened to a float."""
+    return any(_has_float(v) for k, v in obj.items() if k not in _KNOWN)
+
+
+def _has_float(v: Any) -> bool:
+    c = v.__class__
+    if c is float:
+        return True
+    if c is dict:
+        return any(_has_float(x) for x in v.values())
+    if c is list:
+        return any(_has_float(x) for x in v)
+    return False
 
 
 def _has_huge_int(raw: bytes) -> bool:
     """orjson reads integers past 64 bits as floats instead of refusing them
-    (SPEC: integers within 64 bits); look again, only for hits with 19+ digit runs."""
+    (SPEC: integers within 64 bits). Only for the rare hit that may hold one:
+    a run of 19 digits, then an exact parse."""
+    if raw.translate(_DIGITS).find(b"0" * 19) < 0:
+        return False
+
     def parse_int(text: str) -> int:
         value = int(text)
         if not _INT_MIN <= value <= _INT_MAX:
@@ -196,8 +218,10 @@ def _nonempty_str(v: Any) -> bool:
     return v.__class__ is str and v != ""
 
 
-def _first_failure(obj: dict[str, Any]) -> str | None:
-    """The first failing SPEC check (steps 4-6) of a parsed object, or None."""
+def _first_failure(obj: dict[str, Any], raw: bytes) -> str | None:
+    """The first failing SPEC check (steps 2, 4-6) of a parsed object, or None."""
+    if _has_huge_int(raw):
+        return "not_json"
     for name in REQUIRED:
         v = obj.get(name)
         if v is None or v == "":
