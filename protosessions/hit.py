@@ -26,8 +26,8 @@ class Hit:
     identity joining; `clock` is the worker clock when the hit was read
     (SPEC rule 2), which decides membership for late hits."""
 
-    __slots__ = ("t", "clock", "id", "property_id", "client_id", "acid",
-                 "user_id", "join_key", "raw", "has_acid")
+    __slots__ = ("t", "clock", "id", "property_id", "client_id", "_acid",
+                 "user_id", "join_key", "raw", "has_acid", "key")
 
     def __init__(self, t: int, clock: int, id: str, property_id: str, client_id: str,
                  acid: str, user_id: str | None, join_key: str | None, raw: bytes,
@@ -37,11 +37,22 @@ class Hit:
         self.id = id
         self.property_id = property_id
         self.client_id = client_id
-        self.acid = acid
+        self._acid = acid
         self.user_id = user_id
         self.join_key = join_key
         self.raw = raw
         self.has_acid = has_acid  # the raw hit carries `authoritative_client_id`
+        self.key = (property_id, acid)  # `(property_id, acid)`: its proto-session
+
+    @property
+    def acid(self) -> str:
+        return self._acid
+
+    @acid.setter
+    def acid(self, acid: str) -> None:
+        """Re-point the hit (identity joining); keeps `key` in step."""
+        self._acid = acid
+        self.key = (self.property_id, acid)
 
     def __reduce__(self):  # compact pickling for exchanges between processes
         return (Hit, (self.t, self.clock, self.id, self.property_id, self.client_id,

@@ -79,7 +79,7 @@ class Context:
 
     def store(self, hit: Hit) -> None:
         """End of the chain: append the hit, with its ACID set, to its open proto-session."""
-        key = (hit.property_id, hit.acid)
+        key = hit.key
         ps = self.sessions.get(key)
         t = hit.t
         if ps is None:

@@ -41,7 +41,7 @@ class CloseTrigger(BaseMiddleware):
         self.tick = settings.tick_us
 
     def handle(self, ctx: Context, hit: Hit, next: Next) -> None:
-        key = (hit.property_id, hit.acid)
+        key = hit.key
         sessions = ctx.sessions
         ps = sessions.get(key)
         if ps is not None:
@@ -57,7 +57,10 @@ class CloseTrigger(BaseMiddleware):
         if ps.count >= self.max_events:
             ctx.close(key, MAX_EVENTS)
             return
-        bucket = self.expires_at(ps) // self.tick
+        expires = ps.last_t + self.duration + self.lateness  # = expires_at(ps), inlined
+        if ps.seen_clock >= expires:
+            expires = ps.seen_clock + 1
+        bucket = expires // self.tick
         if bucket != ps.bucket:
             ctx.state.schedule(key, ps, bucket)
 

@@ -21,7 +21,7 @@ class Compaction(BaseMiddleware):
         next(hit)
         if not self.threshold:
             return
-        ps = ctx.sessions.get((hit.property_id, hit.acid))
+        ps = ctx.sessions.get(hit.key)
         if ps is not None and ps.size > self.threshold:
             ps.compacted.append(compress_hits(ps.hits))
             ps.hits = []

@@ -13,7 +13,7 @@ class Dedup(BaseMiddleware):
     """
 
     def handle(self, ctx: Context, hit: Hit, next: Next) -> None:
-        ps = ctx.sessions.get((hit.property_id, hit.acid))
+        ps = ctx.sessions.get(hit.key)
         if ps is not None and hit.id in ps.ids:
             ctx.stats["duplicates"] += 1
             return
