@@ -19,7 +19,7 @@ from .wheel import TimingWheel
 SessionKey = tuple  # (property_id, acid)
 StoredHit = tuple  # (t, hit bytes with the ACID set), in arrival order
 
-SNAPSHOT_VERSION = 2  # 2: stored hits carry their ACID
+SNAPSHOT_VERSION = 3  # 2: stored hits carry their ACID; 3: sessions as compressed blobs
 
 
 class ProtoSession:
@@ -30,7 +30,7 @@ class ProtoSession:
     """
 
     __slots__ = ("property_id", "acid", "first_t", "first_id", "last_t", "count",
-                 "size", "hits", "compacted", "ids", "client_ids", "user_ids", "bucket", "seen_clock")
+                 "size", "hits", "compacted", "ids", "client_ids", "user_ids", "bucket", "seen_clock", "snap")
 
     def __init__(self, property_id: str, acid: str) -> None:
         self.property_id = property_id
@@ -47,6 +47,7 @@ class ProtoSession:
         self.user_ids: set[str] = set()
         self.bucket = -1
         self.seen_clock = 0
+        self.snap: bytes | None = None  # cached `to_blob()`; whoever changes the session clears it
 
     def acid_suffix(self) -> bytes:
         """`,"authoritative_client_id":<ACID>}`: closes a hit with its ACID set."""
@@ -58,6 +59,20 @@ class ProtoSession:
                 self.count, self.size, tuple(self.hits), tuple(self.compacted),
                 tuple(self.ids), tuple(sorted(self.client_ids)),
                 tuple(sorted(self.user_ids)), self.bucket, self.seen_clock)
+
+    def to_blob(self) -> bytes:
+        """`to_state`, pickled and compressed, made once per change: a snapshot
+        re-serialises only the proto-sessions that changed since the last one,
+        and writes several times fewer bytes."""
+        if self.snap is None:
+            self.snap = zlib.compress(pickle.dumps(self.to_state(), protocol=5), 1)
+        return self.snap
+
+    @classmethod
+    def from_blob(cls, blob: bytes) -> "ProtoSession":
+        ps = cls.from_state(pickle.loads(zlib.decompress(blob)))
+        ps.snap = blob
+        return ps
 
     @classmethod
     def from_state(cls, s: tuple) -> "ProtoSession":
@@ -115,7 +130,7 @@ class ShardState:
 
     def snapshot(self) -> tuple:
         return (SNAPSHOT_VERSION, self.clock,
-                tuple(ps.to_state() for ps in self.sessions.values()))
+                tuple(ps.to_blob() for ps in self.sessions.values()))
 
     @classmethod
     def restore(cls, snap: tuple) -> "ShardState":
@@ -125,8 +140,8 @@ class ShardState:
                              "this build cannot resume it")
         state = cls()
         state.clock = snap[1]
-        for s in snap[2]:
-            ps = ProtoSession.from_state(s)
+        for blob in snap[2]:
+            ps = ProtoSession.from_blob(blob)
             key = (ps.property_id, ps.acid)
             state.sessions[key] = ps
             state.schedule(key, ps, ps.bucket)
