@@ -28,32 +28,11 @@ from pathlib import Path
 
 import orjson
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-
-from protosessions.timefmt import format_time_us, wall_now_us  # noqa: E402
-from protosessions.units import parse_duration_us  # noqa: E402
+from common import ROOT, add_broker_args, create_topics, kafka_broker
+from protosessions.timefmt import format_time_us, wall_now_us
+from protosessions.units import parse_duration_us
 
 BROKER_PORT = 19600
-
-
-def broker_cmd(cmd: str, port: int = BROKER_PORT) -> str:
-    env = {**os.environ, "KAFKA_PORT": str(port), "PYTHON": sys.executable}
-    out = subprocess.run(["bash", str(ROOT / "scripts" / "kafka.sh"), cmd], env=env, check=True,
-                         capture_output=True, text=True, timeout=180).stdout.strip()
-    return out.splitlines()[-1] if out else ""
-
-
-def create_topics(brokers: str, names: list[str], config: dict[str, dict]) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": brokers})
-    futures = admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1,
-                                            config=config.get(t, {})) for t in names],
-                                  request_timeout=30)
-    for f in futures.values():
-        f.result(60)
 
 
 def hit(hit_id: str, client: str, t_us: int, ip: str) -> bytes:
@@ -70,41 +49,20 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--brokers", default=os.environ.get("PROTOSESSIONS_KAFKA_BROKERS"))
-    ap.add_argument("--start-broker", action="store_true",
-                    help=f"start scripts/kafka.sh on port {BROKER_PORT}, stop it at the end")
-    ap.add_argument("--clients", type=int, default=200, help="K: one hit (one session) each")
-    ap.add_argument("--rate", type=float, default=20.0, help="hits produced per second")
-    ap.add_argument("--session-duration", default="2s")
-    ap.add_argument("--tick-interval", default="1s")
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--startup-timeout", type=float, default=90.0)
-    ap.add_argument("--log", default=str(ROOT / "bench" / "out" / "close_latency.stderr"),
-                    help="stderr of the job")
-    ap.add_argument("run_args", nargs="*", help="extra `protosessions run` flags, after --")
-    args = ap.parse_args()
-    if not args.brokers and not args.start_broker:
-        ap.error("give --brokers HOST:PORT or --start-broker")
-    duration_s = parse_duration_us(args.session_duration) / 1e6
-
+def measure_latency(args: argparse.Namespace, brokers: str, duration_s: float) -> None:
+    """Fresh topics on `brokers`, the job, the hits, the figures; the job is
+    killed and the Kafka clients closed at the end (before a broker that
+    `main` started is stopped)."""
     from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, Producer, TopicPartition
 
-    started = False
     proc = None
     consumer = None
     producer = None
     try:
-        if args.start_broker:
-            args.brokers = broker_cmd("start")
-            started = True
-        brokers = args.brokers
         tag = f"latency-{uuid.uuid4().hex[:8]}"
         t = {"hits": f"{tag}.hits", "sessions": f"{tag}.sessions", "dead": f"{tag}.dead"}
         create_topics(brokers, list(t.values()),
-                      {t["sessions"]: {"message.timestamp.type": "LogAppendTime"}})
+                      configs={t["sessions"]: {"message.timestamp.type": "LogAppendTime"}})
 
         consumer = Consumer({"bootstrap.servers": brokers, "group.id": uuid.uuid4().hex,
                              "enable.auto.commit": False, "fetch.wait.max.ms": 10})
@@ -194,8 +152,28 @@ def main() -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(30)
         producer = None  # close the client before the broker goes away
-        if started:
-            broker_cmd("stop")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_broker_args(ap, None, f"start scripts/kafka.sh on port {BROKER_PORT}, stop it at the end")
+    ap.add_argument("--clients", type=int, default=200, help="K: one hit (one session) each")
+    ap.add_argument("--rate", type=float, default=20.0, help="hits produced per second")
+    ap.add_argument("--session-duration", default="2s")
+    ap.add_argument("--tick-interval", default="1s")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--startup-timeout", type=float, default=90.0)
+    ap.add_argument("--log", default=str(ROOT / "bench" / "out" / "close_latency.stderr"),
+                    help="stderr of the job")
+    ap.add_argument("run_args", nargs="*", help="extra `protosessions run` flags, after --")
+    args = ap.parse_args()
+    if not args.brokers and not args.start_broker:
+        ap.error("give --brokers HOST:PORT or --start-broker")
+    duration_s = parse_duration_us(args.session_duration) / 1e6
+
+    with kafka_broker(args.brokers, args.start_broker, BROKER_PORT) as brokers:
+        measure_latency(args, brokers, duration_s)
 
 
 if __name__ == "__main__":

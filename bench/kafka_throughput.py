@@ -17,111 +17,32 @@ Kafka) and, for (a), closing every open session at the end of input.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+from common import (HERE, ROOT, add_broker_args, create_topics, end_offsets, kafka_broker, measure,
+                    produce_file)
+
 BROKER_PORT = 19600
 
 
-# -- broker -------------------------------------------------------------------------------
-
-def broker_cmd(cmd: str, port: int = BROKER_PORT) -> str:
-    """`scripts/kafka.sh start|stop` on our own port; returns the last stdout line."""
-    env = {**os.environ, "KAFKA_PORT": str(port), "PYTHON": sys.executable}
-    out = subprocess.run(["bash", str(ROOT / "scripts" / "kafka.sh"), cmd], env=env, check=True,
-                         capture_output=True, text=True, timeout=180).stdout.strip()
-    return out.splitlines()[-1] if out else ""
-
-
-def create_topics(brokers: str, names: list[str], partitions: int) -> None:
-    """Fresh topics with the broker's default configs, as `protosessions topics
-    create` makes them (the largest session here, ~7 MB of JSON, fits the 1 MB
-    default `max.message.bytes` thanks to the sink's lz4 compression)."""
-    sys.path.insert(0, str(ROOT))
-    from protosessions.topics import create_topics as create
-
-    create(brokers, names, partitions, 1, {})
-
-
-def end_offsets(brokers: str, topic: str) -> int:
-    """Messages in `topic`: sum of high watermarks (fresh topics, no transactions)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    c = Consumer({"bootstrap.servers": brokers, "group.id": "bench-" + uuid.uuid4().hex})
-    try:
-        md = c.list_topics(topic, timeout=10).topics[topic]
-        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                   for p in md.partitions)
-    finally:
-        c.close()
-
-
-def produce_file(brokers: str, topic: str, path: Path) -> tuple[int, float]:
-    """Every line of `path` as one record (no key: partitions by librdkafka's
-    sticky partitioner); returns (count, seconds)."""
-    from confluent_kafka import Producer
-
-    p = Producer({"bootstrap.servers": brokers, "enable.idempotence": True, "acks": "all",
-                  "linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4",
-                  "queue.buffering.max.messages": 500_000})
-    errors: list = []
-
-    def on_delivery(err, _msg) -> None:
-        if err is not None:
-            errors.append(err)
-
-    start = time.perf_counter()
-    n = 0
-    with path.open("rb") as f:
-        for line in f:
-            line = line.rstrip(b"\n")
-            if not line:
-                continue
-            while True:
-                try:
-                    p.produce(topic, value=line, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    p.poll(0.05)
-            n += 1
-            if n % 10_000 == 0:
-                p.poll(0)
-    left = p.flush(300)
-    if left or errors:
-        raise SystemExit(f"producing hits failed: {left} undelivered, errors {errors[:3]}")
-    return n, time.perf_counter() - start
-
-
-# -- children -----------------------------------------------------------------------------
-
-def measure(cmd: list[str], log: Path) -> tuple[float, int, str]:
+def run_child(cmd: list[str], log: Path) -> tuple[float, int, str]:
     """Wall seconds, peak RSS (bytes) and stderr of one child process."""
-    with log.open("wb") as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        secs = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    text = log.read_text(errors="replace")
-    if proc.returncode != 0:
-        raise SystemExit(f"failed (exit {proc.returncode}): {' '.join(cmd)}\n{text[-4000:]}")
-    return secs, usage.ru_maxrss * 1024, text
+    child = measure(cmd, log)
+    if child.exit_code != 0:
+        raise SystemExit(f"failed (exit {child.exit_code}): {' '.join(cmd)}\n"
+                         f"{child.stderr[-4000:]}")
+    return child.seconds, child.peak_rss, child.stderr
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--brokers", default=os.environ.get("PROTOSESSIONS_KAFKA_BROKERS"),
-                    help="HOST:PORT of a running broker (or --start-broker)")
-    ap.add_argument("--start-broker", action="store_true",
-                    help=f"start scripts/kafka.sh on port {BROKER_PORT}, stop it at the end")
+    add_broker_args(ap, "HOST:PORT of a running broker (or --start-broker)",
+                    f"start scripts/kafka.sh on port {BROKER_PORT}, stop it at the end")
     ap.add_argument("--hits", type=int, default=1_000_000)
     ap.add_argument("--clients", type=int, default=50_000)
     ap.add_argument("--seed", type=int, default=1)
@@ -148,17 +69,12 @@ def main() -> None:
         tmp.rename(hits)
     size = hits.stat().st_size
 
-    started = False
-    try:
-        if args.start_broker:
-            args.brokers = broker_cmd("start")
-            started = True
-        brokers = args.brokers
+    with kafka_broker(args.brokers, args.start_broker, BROKER_PORT) as brokers:
         tag = f"kbench-{uuid.uuid4().hex[:8]}"
         hits_topic = f"{tag}.hits"
         parts = args.partitions
         create_topics(brokers, [hits_topic], parts)
-        n, produce_secs = produce_file(brokers, hits_topic, hits)
+        n, produce_secs = produce_file(brokers, hits_topic, hits, "hits")
         assert end_offsets(brokers, hits_topic) == n
         print(f"input: {n} hits, {args.clients} clients, {size / 1e6:.0f} MB, topic {hits_topic} "
               f"({parts} partition{'s' * (parts > 1)}), broker {brokers}; produced in "
@@ -170,6 +86,8 @@ def main() -> None:
         results: dict[str, list[float]] = {"a": [], "b": []}
         for r in range(args.rounds):
             sessions, dead, copy = (f"{tag}.r{r}.sessions", f"{tag}.r{r}.dead", f"{tag}.r{r}.copy")
+            # Broker defaults: the largest session here, ~7 MB of JSON, fits the 1 MB
+            # default `max.message.bytes` thanks to the sink's lz4 compression.
             create_topics(brokers, [sessions, dead, copy], parts)
             cmd_a = [py, "-m", "protosessions.cli", "run", "--kafka-brokers", brokers,
                      "--hits-topic", hits_topic, "--sessions-topic", sessions,
@@ -177,7 +95,7 @@ def main() -> None:
                      *args.run_args]
             cmd_b = [py, str(HERE / "kafka_copy_flow.py"), brokers, hits_topic, copy]
 
-            secs, rss, err = measure(cmd_a, work / "kafka_a.stderr")
+            secs, rss, err = run_child(cmd_a, work / "kafka_a.stderr")
             n_sessions, n_dead = end_offsets(brokers, sessions), end_offsets(brokers, dead)
             summary = [ln for ln in err.splitlines() if re.search(r"hits read.*hits/s", ln)]
             results["a"].append(n / secs)
@@ -186,7 +104,7 @@ def main() -> None:
             if summary:
                 print(f"{'':28} {summary[-1].strip()}", flush=True)
 
-            secs, rss, _ = measure(cmd_b, work / "kafka_b.stderr")
+            secs, rss, _ = run_child(cmd_b, work / "kafka_b.stderr")
             copied = end_offsets(brokers, copy)
             results["b"].append(n / secs)
             print(f"{'(b) copy flow':28} {n:9d} {secs:8.2f} {n / secs:9.0f} "
@@ -198,9 +116,6 @@ def main() -> None:
             best_a, best_b = max(results["a"]), max(results["b"])
             print(f"best of {args.rounds}: (a) {best_a:.0f} hits/s, (b) {best_b:.0f} hits/s, "
                   f"ratio {best_a / best_b:.2f}")
-    finally:
-        if started:
-            broker_cmd("stop")
 
 
 if __name__ == "__main__":

@@ -47,14 +47,15 @@ from pathlib import Path
 
 import orjson
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-
-from protosessions.timefmt import format_time_us, wall_now_us  # noqa: E402
+from common import (ROOT, add_broker_args, create_topics, end_offsets, kafka_broker, measure,
+                    produce, produce_file)
+from protosessions.timefmt import format_time_us, wall_now_us
 
 BROKER_PORT = 19700
 MAX_MESSAGE = 16 * 1024 * 1024  # = the sink's producer message.max.bytes
+# Topic configs of a sessions topic: a session of many hits is over the
+# broker's 1 MB default.
+BIG = {"max.message.bytes": str(MAX_MESSAGE)}
 PY = sys.executable
 CLI = [PY, "-m", "protosessions.cli"]
 
@@ -67,74 +68,6 @@ def show(cmd: list[str], env: dict[str, str] | None = None) -> str:
 
 def say(text: str = "") -> None:
     print(text, flush=True)
-
-
-# -- broker and topics --------------------------------------------------------------------
-
-def broker_cmd(cmd: str, port: int) -> str:
-    """`scripts/kafka.sh start|stop` on our own port; returns the last stdout line."""
-    env = {**os.environ, "KAFKA_PORT": str(port), "PYTHON": PY}
-    out = subprocess.run(["bash", str(ROOT / "scripts" / "kafka.sh"), cmd], env=env, check=True,
-                         capture_output=True, text=True, timeout=180).stdout.strip()
-    return out.splitlines()[-1] if out else ""
-
-
-def create_topics(brokers: str, names: list[str], big: tuple[str, ...] = ()) -> None:
-    """Fresh 1-partition topics; those in `big` take 16 MiB messages (a session
-    of many hits is over the broker's 1 MB default)."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": brokers})
-    futures = admin.create_topics(
-        [NewTopic(t, num_partitions=1, replication_factor=1,
-                  config={"max.message.bytes": str(MAX_MESSAGE)} if t in big else {})
-         for t in names], request_timeout=30)
-    for f in futures.values():
-        f.result(60)
-
-
-def produce(brokers: str, topic: str, lines) -> tuple[int, float]:
-    """Each line as one record; returns (count, seconds)."""
-    from confluent_kafka import Producer
-
-    p = Producer({"bootstrap.servers": brokers, "enable.idempotence": True, "acks": "all",
-                  "linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4",
-                  "queue.buffering.max.messages": 500_000})
-    errors: list = []
-
-    def on_delivery(err, _msg) -> None:
-        if err is not None:
-            errors.append(err)
-
-    start = time.perf_counter()
-    n = 0
-    for line in lines:
-        line = line.rstrip(b"\n")
-        if not line:
-            continue
-        while True:
-            try:
-                p.produce(topic, value=line, on_delivery=on_delivery)
-                break
-            except BufferError:
-                p.poll(0.05)
-        n += 1
-        if n % 10_000 == 0:
-            p.poll(0)
-    left = p.flush(300)
-    if left or errors:
-        raise SystemExit(f"producing to {topic} failed: {left} undelivered, errors {errors[:3]}")
-    return n, time.perf_counter() - start
-
-
-def end_offset(brokers: str, topic: str) -> int:
-    from confluent_kafka import Consumer, TopicPartition
-
-    c = Consumer({"bootstrap.servers": brokers, "group.id": "bench-" + uuid.uuid4().hex})
-    try:
-        return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
-    finally:
-        c.close()
 
 
 # -- recovery store -----------------------------------------------------------------------
@@ -286,19 +219,13 @@ def part1(hits: Path, n: int, work: Path, partitions: int) -> None:
             say(f"    $ {show(init_store(store, partitions))}")
             cmd += ["--recovery-dir", str(store), "--snapshot-interval", "1s"]
         say(f"    $ {show(cmd)}")
-        log = work / f"rec1_{'b' if rec else 'a'}.stderr"
-        with log.open("wb") as err:
-            start = time.perf_counter()
-            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
-            _, status, usage = os.wait4(proc.pid, 0)
-            secs = time.perf_counter() - start
-        text = log.read_text(errors="replace")
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"failed: {show(cmd)}\n{text[-3000:]}")
-        results[rec] = secs
-        summary = [ln for ln in text.splitlines() if "hits/s" in ln]
+        child = measure(cmd, work / f"rec1_{'b' if rec else 'a'}.stderr")
+        if child.exit_code != 0:
+            raise SystemExit(f"failed: {show(cmd)}\n{child.stderr[-3000:]}")
+        secs = results[rec] = child.seconds
+        summary = [ln for ln in child.stderr.splitlines() if "hits/s" in ln]
         say(f"    {label}: {secs:.2f} s, {n / secs:.0f} hits/s, peak RSS "
-            f"{usage.ru_maxrss / 1e3:.0f} MB, output {out.stat().st_size / 1e6:.0f} MB")
+            f"{child.peak_rss / 1024 / 1e3:.0f} MB, output {out.stat().st_size / 1e6:.0f} MB")
         if summary:
             say(f"      {summary[-1].strip()}")
         if rec:
@@ -327,8 +254,8 @@ def part2(brokers: str, hits: Path, work: Path, partitions: int, timeout: float)
     topic = f"{tag}.hits"
     say(f"== 2. recovery store size after the whole hits topic, Kafka streaming, snapshot 1s")
     create_topics(brokers, [topic])
-    n, secs = produce(brokers, topic, hits.open("rb"))
-    assert end_offset(brokers, topic) == n
+    n, secs = produce_file(brokers, topic, hits)
+    assert end_offsets(brokers, topic) == n
     say(f"    produced {n} hits of {hits.name} to {topic} (1 partition) in {secs:.1f}s (not counted)")
     clients, keys = distinct_keys(hits)
     say(f"    input: {clients} distinct client_id, {keys} distinct (property_id, client_id) keys ever seen")
@@ -338,7 +265,7 @@ def part2(brokers: str, hits: Path, work: Path, partitions: int, timeout: float)
                           ["--session-duration", "24h", "--max-duration", "48h"])):
         i = len(rows)
         sessions, dead = f"{tag}.r{i}.sessions", f"{tag}.r{i}.dead"
-        create_topics(brokers, [sessions, dead], big=(sessions,))
+        create_topics(brokers, [sessions, dead], configs={sessions: BIG})
         store = work / f"rec2_store_{i}"
         say(f"  {label}")
         say(f"    $ {show(init_store(store, partitions))}")
@@ -356,7 +283,7 @@ def part2(brokers: str, hits: Path, work: Path, partitions: int, timeout: float)
             f"{open_:.0f} open proto-sessions")
         size = describe_store(store)
         live, _, _ = live_snapshot_bytes(store)
-        rows.append((label, open_, size, live, end_offset(brokers, sessions)))
+        rows.append((label, open_, size, live, end_offsets(brokers, sessions)))
     say(f"    {'run':36} {'open':>8} {'store MB':>9} {'live MB':>8} {'bytes/open':>11}  sessions out")
     for label, open_, size, live, out in rows:
         per = f"{live / open_:11.0f}" if open_ else f"{'-':>11}"
@@ -380,7 +307,7 @@ def part3(brokers: str, k: int, work: Path, partitions: int, timeout: float) -> 
     tag = f"recbench-{uuid.uuid4().hex[:8]}"
     topic, sessions, dead = f"{tag}.hits", f"{tag}.sessions", f"{tag}.dead"
     say(f"== 3. time to resume with {k} open proto-sessions (Kafka streaming, snapshot 1s)")
-    create_topics(brokers, [topic, sessions, dead], big=(sessions,))
+    create_topics(brokers, [topic, sessions, dead], configs={sessions: BIG})
     # Hit times end a little before now: no hit is in the future, none expires in 24 h.
     start_us = wall_now_us() - k * 1000 - 60_000_000
     n, secs = produce(brokers, topic, one_hit_per_client(k, start_us))
@@ -439,10 +366,8 @@ def part3(brokers: str, k: int, work: Path, partitions: int, timeout: float) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--brokers", default=os.environ.get("PROTOSESSIONS_KAFKA_BROKERS"),
-                    help="HOST:PORT of a running broker (parts 2 and 3), or --start-broker")
-    ap.add_argument("--start-broker", action="store_true",
-                    help="start scripts/kafka.sh on --broker-port, stop it at the end")
+    add_broker_args(ap, "HOST:PORT of a running broker (parts 2 and 3), or --start-broker",
+                    "start scripts/kafka.sh on --broker-port, stop it at the end")
     ap.add_argument("--broker-port", type=int, default=BROKER_PORT)
     ap.add_argument("--parts", default="1,2,3", help="which parts to run, e.g. 1,3")
     ap.add_argument("--hits", type=int, default=1_000_000)
@@ -472,22 +397,17 @@ def main() -> None:
         f"{args.partitions} partition(s); scratch in {work}")
     say()
 
-    started = False
-    try:
-        if args.start_broker and parts & {2, 3}:
-            args.brokers = broker_cmd("start", args.broker_port)
-            started = True
-            say(f"broker: KAFKA_PORT={args.broker_port} bash scripts/kafka.sh start -> {args.brokers}")
+    start = bool(args.start_broker and parts & {2, 3})
+    with kafka_broker(args.brokers, start, args.broker_port) as brokers:
+        if start:
+            say(f"broker: KAFKA_PORT={args.broker_port} bash scripts/kafka.sh start -> {brokers}")
             say()
         if 1 in parts:
             part1(hits, args.hits, work, args.partitions)
         if 2 in parts:
-            part2(args.brokers, hits, work, args.partitions, args.timeout)
+            part2(brokers, hits, work, args.partitions, args.timeout)
         if 3 in parts:
-            part3(args.brokers, args.resume_clients, work, args.partitions, args.timeout)
-    finally:
-        if started:
-            broker_cmd("stop", args.broker_port)
+            part3(brokers, args.resume_clients, work, args.partitions, args.timeout)
 
 
 if __name__ == "__main__":

@@ -9,26 +9,11 @@ ratios from one run on the same data. A benchmark: it asserts nothing.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-
-
-def measure(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one child process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    secs = time.perf_counter() - start
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{err}")
-    return secs, usage.ru_maxrss * 1024
+from common import HERE, ROOT, measure
 
 
 def prefix(src: Path, dst: Path, n: int) -> None:
@@ -80,7 +65,10 @@ def main() -> None:
           f"prefix {args.windower_hits} hits; workers {args.workers}")
     print(f"{'run':32} {'hits':>9} {'seconds':>8} {'hits/s':>9} {'peak RSS MB':>12}")
     for name, (cmd, n) in runs.items():
-        secs, rss = measure(cmd)
+        child = measure(cmd)
+        if child.exit_code != 0:
+            raise SystemExit(f"failed: {' '.join(cmd)}\n{child.stderr}")
+        secs, rss = child.seconds, child.peak_rss
         rates[name] = n / secs
         print(f"{name:32} {n:9d} {secs:8.2f} {n / secs:9.0f} {rss / 1e6:12.0f}", flush=True)
         if name.startswith("a protosessions"):

@@ -1,0 +1,169 @@
+"""Helpers shared by the benchmark scripts in bench/: a Kafka broker from
+scripts/kafka.sh, fresh topics, producing lines to a topic, a topic's end
+offsets, and a child process's wall time and peak RSS.
+
+The scripts are run as `python bench/NAME.py`, so bench/ is on `sys.path` and
+they `import common` as a sibling module. Importing it puts the checkout's root
+on `sys.path` too, so `protosessions` and `flows` import from the checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+# -- broker and topics --------------------------------------------------------------------
+
+def broker_cmd(cmd: str, port: int) -> str:
+    """`scripts/kafka.sh start|stop` on our own port; returns the last stdout line
+    (for `start`, the bootstrap address)."""
+    env = {**os.environ, "KAFKA_PORT": str(port), "PYTHON": sys.executable}
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "kafka.sh"), cmd], env=env, check=True,
+                         capture_output=True, text=True, timeout=180).stdout.strip()
+    return out.splitlines()[-1] if out else ""
+
+
+def add_broker_args(ap: argparse.ArgumentParser, brokers_help: str | None,
+                    start_help: str) -> None:
+    """`--brokers` (default $PROTOSESSIONS_KAFKA_BROKERS) and `--start-broker`."""
+    ap.add_argument("--brokers", default=os.environ.get("PROTOSESSIONS_KAFKA_BROKERS"),
+                    help=brokers_help)
+    ap.add_argument("--start-broker", action="store_true", help=start_help)
+
+
+@contextmanager
+def kafka_broker(brokers: str | None, start: bool, port: int) -> Iterator[str | None]:
+    """The broker to use: `brokers` as given or, if `start`, scripts/kafka.sh
+    started on `port` for the `with` block (stopped at its end, however it ends)."""
+    if not start:
+        yield brokers
+        return
+    address = broker_cmd("start", port)
+    try:
+        yield address
+    finally:
+        broker_cmd("stop", port)
+
+
+def create_topics(brokers: str, names: list[str], partitions: int = 1,
+                  configs: dict[str, dict[str, str]] | None = None) -> None:
+    """Fresh topics of `partitions` partitions, replication factor 1. A topic
+    without an entry in `configs` ({topic: {config: value}}) gets the broker's
+    default configs, made by `protosessions topics create`'s own function; the
+    others are made with their topic configs (e.g. a larger
+    `max.message.bytes`, or `message.timestamp.type=LogAppendTime`)."""
+    configs = configs or {}
+    plain = [t for t in names if not configs.get(t)]
+    special = [t for t in names if configs.get(t)]
+    if plain:
+        from protosessions.topics import create_topics as create
+
+        create(brokers, plain, partitions, 1, {})
+    if special:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": brokers})
+        futures = admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1,
+                                                config=configs[t]) for t in special],
+                                      request_timeout=30)
+        for f in futures.values():
+            f.result(60)
+
+
+def produce(brokers: str, topic: str, lines: Iterable[bytes],
+            what: str | None = None) -> tuple[int, float]:
+    """Each non-empty line (trailing newline stripped) as one record, no key
+    (librdkafka's sticky partitioner spreads them); waits until every record is
+    delivered and exits with an error if one is not. Returns (count, seconds).
+    `what` names the records in that error ("to TOPIC" by default)."""
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": brokers, "enable.idempotence": True, "acks": "all",
+                  "linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4",
+                  "queue.buffering.max.messages": 500_000})
+    errors: list = []
+
+    def on_delivery(err, _msg) -> None:
+        if err is not None:
+            errors.append(err)
+
+    start = time.perf_counter()
+    n = 0
+    for line in lines:
+        line = line.rstrip(b"\n")
+        if not line:
+            continue
+        while True:
+            try:
+                p.produce(topic, value=line, on_delivery=on_delivery)
+                break
+            except BufferError:
+                p.poll(0.05)
+        n += 1
+        if n % 10_000 == 0:
+            p.poll(0)
+    left = p.flush(300)
+    if left or errors:
+        raise SystemExit(f"producing {what or f'to {topic}'} failed: {left} undelivered, "
+                         f"errors {errors[:3]}")
+    return n, time.perf_counter() - start
+
+
+def produce_file(brokers: str, topic: str, path: Path,
+                 what: str | None = None) -> tuple[int, float]:
+    """`produce` every line of the file at `path`."""
+    with path.open("rb") as f:
+        return produce(brokers, topic, f, what)
+
+
+def end_offsets(brokers: str, topic: str) -> int:
+    """Messages in `topic`: the sum of its partitions' high watermarks (fresh
+    topics, no transactions)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": brokers, "group.id": "bench-" + uuid.uuid4().hex})
+    try:
+        md = c.list_topics(topic, timeout=10).topics[topic]
+        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                   for p in md.partitions)
+    finally:
+        c.close()
+
+
+# -- children -----------------------------------------------------------------------------
+
+class Child(NamedTuple):
+    seconds: float  # wall time, start to exit
+    peak_rss: int  # bytes (os.wait4's ru_maxrss, KiB on Linux, * 1024)
+    exit_code: int
+    stderr: str
+
+
+def measure(cmd: list[str], log: Path | None = None) -> Child:
+    """Run `cmd` in the checkout's root to its end, stdout discarded and stderr
+    written to `log` (or a temporary file); its wall seconds, peak RSS, exit
+    code and stderr. The caller decides what a non-zero exit means."""
+    with (log.open("w+b") if log is not None else tempfile.TemporaryFile()) as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        secs = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        text = err.read().decode(errors="replace")
+    return Child(secs, usage.ru_maxrss * 1024, proc.returncode, text)
