@@ -9,7 +9,6 @@ proto-sessions and closes them. The Bytewax flow holds one of each per key;
 from __future__ import annotations
 
 import zlib
-from operator import attrgetter
 from collections import Counter
 from typing import Iterable, Iterator
 
@@ -17,15 +16,12 @@ from .clock import Clock
 from .closer import CollectingCloser, Requeue
 from .config import Settings
 from .hit import DeadLetter, Hit, parse_hit
-from .middleware import Context, handler
+from .middleware import BY_CLOCK, Context, handler
 from .middlewares import default_chain
 from .middlewares.close_trigger import CloseTrigger
 from .middlewares.identity import ClaimTable, IdentityJoin
 from .state import ShardState
 from .timefmt import wall_now_us
-
-
-_BY_CLOCK = attrgetter("clock")
 
 
 def shard_of(text: str, shards: int) -> int:
@@ -64,7 +60,7 @@ class IdentityShard:
         """Join a batch; each hit leaves stamped with the clock of this stage
         (the greatest time it has handled), which a restored snapshot carries
         across a restart even though the parse step keeps no state."""
-        hits = sorted(hits, key=_BY_CLOCK)
+        hits = sorted(hits, key=BY_CLOCK)
         clock = self.table.clock
         for hit in hits:
             if hit.clock < clock:

@@ -160,7 +160,7 @@ def _link(ctx: Context, mw: Middleware, nxt: Next) -> Next:
     return partial(mw.handle, ctx, next=nxt)
 
 
-_BY_CLOCK = attrgetter("clock")
+BY_CLOCK = attrgetter("clock")  # hits in the order a single worker handled them
 
 
 def handler(ctx: Context, hits: Iterable[Hit]) -> None:
@@ -173,7 +173,7 @@ def handler(ctx: Context, hits: Iterable[Hit]) -> None:
     entry = ctx.entry
     clock = ctx.clock
     state = ctx.state
-    for hit in sorted(hits, key=_BY_CLOCK):
+    for hit in sorted(hits, key=BY_CLOCK):
         if hit.clock > state.clock:
             state.clock = hit.clock
         clock.advance(hit.clock)
