@@ -82,7 +82,7 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
               dead_sink)
     by_join_key = op.flat_map_batch("key_by_join_key", parsed, keyed_hits(settings.identity_shards))
     joined = op.stateful_batch("identity", by_join_key,
-                               lambda resume: IdentityLogic(settings, clocks, resume))
+                               lambda resume: IdentityLogic(settings, resume))
     by_acid = op.flat_map_batch("key_by_acid", joined, rekey_by_session(settings.shards))
     closed = op.stateful_batch("sessions", by_acid,
                                lambda resume: SessionLogic(settings, clocks, resume, not streaming))

@@ -119,9 +119,9 @@ def _next_tick(tick_us: int) -> datetime:
 class IdentityLogic(StatefulBatchLogic[Hit, Hit, tuple]):
     """One identity shard: rewrites ACIDs; dropped once it holds no live claim."""
 
-    def __init__(self, settings: Settings, clocks: WorkerClocks, resume: Optional[tuple]) -> None:
+    def __init__(self, settings: Settings, resume: Optional[tuple]) -> None:
         self.settings = settings
-        self.shard = IdentityShard(settings, clocks.get("identity"), resume)
+        self.shard = IdentityShard(settings, resume)
 
     def on_batch(self, values: list[Hit]) -> tuple[Iterable[Hit], bool]:
         return self.shard.on_hits(values), self.shard.empty

@@ -45,13 +45,18 @@ def session_shard(hit: Hit, shards: int) -> str:
 
 
 class IdentityShard:
-    """Identity joining for the join keys of one shard."""
+    """Identity joining for the join keys of one shard.
 
-    def __init__(self, settings: Settings, clock: Clock, snapshot: tuple | None = None) -> None:
+    Its clock is its own (the greatest time this group of keys has handled),
+    not the worker's: which claims are alive must not depend on which other
+    groups share a worker, so results do not change with the worker count.
+    """
+
+    def __init__(self, settings: Settings, snapshot: tuple | None = None) -> None:
         self.table = ClaimTable.restore(snapshot) if snapshot is not None else ClaimTable()
         self.state = ShardState()
         self.state.clock = self.table.clock
-        clock.advance(self.table.clock)
+        clock = Clock(self.table.clock)
         self.out: list[Hit] = []
         self.ctx = Context(settings, self.state, clock, CollectingCloser(),
                            [IdentityJoin(settings, self.table)], terminal=self.out.append)
@@ -80,7 +85,6 @@ class IdentityShard:
         return not self.table.claims
 
     def snapshot(self) -> tuple:
-        self.table.clock = max(self.table.clock, self.ctx.clock.now)
         return self.table.snapshot()
 
 
@@ -138,7 +142,7 @@ class Engine:
         self.settings = settings
         self.future_check = future_check
         self.parse_clock = Clock()
-        self.identity = IdentityShard(settings, Clock())
+        self.identity = IdentityShard(settings)
         self.sessions = SessionShard(settings, Clock())
         self.dead_letters: list[DeadLetter] = []
 

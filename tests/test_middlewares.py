@@ -318,7 +318,7 @@ def test_compaction_stats_count_and_collect_order() -> None:
 
 class Ident:
     def __init__(self, st: Settings) -> None:
-        self.shard = IdentityShard(st, Clock())
+        self.shard = IdentityShard(st)
         self.clock = 0
 
     def acid(self, id: str, t: int, cid: str, jk: str | None, prop: str = "P",
@@ -586,13 +586,13 @@ def snapshot_stream() -> list[Hit]:
 
 
 def run_pipeline(st: Settings, hits: list[Hit], cut: int | None = None) -> list[bytes]:
-    ident, sess = IdentityShard(st, Clock()), SessionShard(st, Clock())
+    ident, sess = IdentityShard(st), SessionShard(st, Clock())
     out: list[bytes] = []
     for n, h in enumerate(hits):
         if n == cut:
             isnap = pickle.loads(pickle.dumps(ident.snapshot()))
             ssnap = pickle.loads(pickle.dumps(sess.snapshot()))
-            ident, sess = IdentityShard(st, Clock(), isnap), SessionShard(st, Clock(), ssnap)
+            ident, sess = IdentityShard(st, isnap), SessionShard(st, Clock(), ssnap)
         h = pickle.loads(pickle.dumps(h))
         out.extend(b for _, b in sess.on_hits(ident.on_hits([h])))
     out.extend(b for _, b in sess.close_all())
@@ -628,7 +628,7 @@ def test_claim_table_snapshot_restore() -> None:
     table = ClaimTable.restore(i.shard.snapshot())
     assert table.snapshot() == i.shard.table.snapshot()
     j = Ident(settings())
-    j.shard = IdentityShard(settings(), Clock(), i.shard.snapshot())
+    j.shard = IdentityShard(settings(), i.shard.snapshot())
     assert j.acid("3", T0 + 2 * S, "c9", "s:x") == "c1"
     do_tick(j.shard.ctx, T0 + 2 * S + D + S)   # restored wheel purges
     assert j.shard.empty
@@ -644,7 +644,7 @@ def test_unknown_snapshot_version_raises(snap) -> None:
         with pytest.raises(ValueError):
             SessionShard(settings(), Clock(), snap)
         with pytest.raises(ValueError):
-            IdentityShard(settings(), Clock(), snap)
+            IdentityShard(settings(), snap)
 
 
 # --- eviction strategy ------------------------------------------------------------------------------
