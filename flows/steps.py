@@ -185,7 +185,18 @@ class SessionLogic(StatefulBatchLogic[Hit, Any, tuple]):
         return closed, self.shard.empty
 
     def notify_at(self) -> Optional[datetime]:
-        return None if self.shard.empty else _next_tick(self.settings.tick_us)
+        """Every tick; streaming, also just when an idle clock passes the next
+        wheel bucket, so a quiet stream's close is late by at most a tick."""
+        if self.shard.empty:
+            return None
+        tick = self.settings.tick_us
+        nb = self.shard.state.wheel.next_bucket()
+        if self.clock.__class__ is WallFollowingClock and nb is not None:
+            due = self.clock.wall_at((nb + 1) * tick)  # type: ignore[attr-defined]
+            now = wall_now_us()
+            if due < now + tick:
+                return datetime.fromtimestamp(max(due, now) / 1e6, timezone.utc)
+        return _next_tick(tick)
 
     def snapshot(self) -> tuple:
         return self.shard.snapshot()

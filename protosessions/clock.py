@@ -42,6 +42,12 @@ class WallFollowingClock(Clock):
         self.anchor_now = self.now
         self.anchor_wall = wall
 
+    def wall_at(self, clock: int) -> int:
+        """The wall time at which, with no hit arriving, the clock reaches `clock`."""
+        if not self.anchor_wall:
+            return 0
+        return self.anchor_wall + max(clock - self.anchor_now, self.idle_us)
+
     def follow(self, wall: int) -> None:
         if not self.anchor_wall:
             self.anchor_now, self.anchor_wall = self.now, wall

@@ -19,7 +19,7 @@ from .wheel import TimingWheel
 SessionKey = tuple  # (property_id, acid)
 StoredHit = tuple  # (t, hit bytes with the ACID set), in arrival order
 
-SNAPSHOT_VERSION = 3  # 2: stored hits carry their ACID; 3: sessions as compressed blobs
+SNAPSHOT_VERSION = 4  # 2: hits carry their ACID; 3: compressed blobs; 4: blocks apart, no ids
 
 
 class ProtoSession:
@@ -47,7 +47,7 @@ class ProtoSession:
         self.user_ids: set[str] = set()
         self.bucket = -1
         self.seen_clock = 0
-        self.snap: bytes | None = None  # cached `to_blob()`; whoever changes the session clears it
+        self.snap: bytes | None = None  # cached small part of `to_snapshot()`; cleared on change
 
     def acid_suffix(self) -> bytes:
         """`,"authoritative_client_id":<ACID>}`: closes a hit with its ACID set."""
@@ -60,17 +60,37 @@ class ProtoSession:
                 tuple(self.ids), tuple(sorted(self.client_ids)),
                 tuple(sorted(self.user_ids)), self.bucket, self.seen_clock)
 
-    def to_blob(self) -> bytes:
-        """`to_state`, pickled and compressed, made once per change: a snapshot
-        re-serialises only the proto-sessions that changed since the last one,
-        and writes several times fewer bytes."""
+    def to_snapshot(self) -> tuple:
+        """What a snapshot stores: `(compressed small part, compacted blocks)`.
+
+        The small part (everything but the ids and the compacted blocks) is
+        pickled and compressed once per change, so a snapshot re-serialises
+        only proto-sessions that changed since the last one. Compacted blocks
+        are already compressed and never change: they go in as they are. The
+        ids are not stored at all: they are in the hits.
+        """
         if self.snap is None:
-            self.snap = zlib.compress(pickle.dumps(self.to_state(), protocol=5), 1)
-        return self.snap
+            small = (self.property_id, self.acid, self.first_t, self.first_id, self.last_t,
+                     self.count, self.size, tuple(self.hits), tuple(sorted(self.client_ids)),
+                     tuple(sorted(self.user_ids)), self.bucket, self.seen_clock)
+            self.snap = zlib.compress(pickle.dumps(small, protocol=5), 1)
+        return (self.snap, tuple(self.compacted))
 
     @classmethod
-    def from_blob(cls, blob: bytes) -> "ProtoSession":
-        ps = cls.from_state(pickle.loads(zlib.decompress(blob)))
+    def from_snapshot(cls, snap: tuple) -> "ProtoSession":
+        blob, compacted = snap
+        s = pickle.loads(zlib.decompress(blob))
+        ps = cls(s[0], s[1])
+        (ps.first_t, ps.first_id, ps.last_t, ps.count, ps.size) = s[2:7]
+        ps.hits = list(s[7])
+        ps.compacted = list(compacted)
+        ps.client_ids = set(s[8])
+        ps.user_ids = set(s[9])
+        ps.bucket = s[10]
+        ps.seen_clock = s[11]
+        ps.ids = {_hit_id(raw) for _, raw in ps.hits}
+        for block in ps.compacted:
+            ps.ids.update(_hit_id(raw) for _, raw in decompress_hits(block))
         ps.snap = blob
         return ps
 
@@ -86,6 +106,10 @@ class ProtoSession:
         ps.bucket = s[12]
         ps.seen_clock = s[13]
         return ps
+
+
+def _hit_id(raw: bytes) -> str:
+    return orjson.loads(raw)["id"]
 
 
 @lru_cache(maxsize=65536)
@@ -130,7 +154,7 @@ class ShardState:
 
     def snapshot(self) -> tuple:
         return (SNAPSHOT_VERSION, self.clock,
-                tuple(ps.to_blob() for ps in self.sessions.values()))
+                tuple(ps.to_snapshot() for ps in self.sessions.values()))
 
     @classmethod
     def restore(cls, snap: tuple) -> "ShardState":
@@ -140,8 +164,8 @@ class ShardState:
                              "this build cannot resume it")
         state = cls()
         state.clock = snap[1]
-        for blob in snap[2]:
-            ps = ProtoSession.from_blob(blob)
+        for item in snap[2]:
+            ps = ProtoSession.from_snapshot(item)
             key = (ps.property_id, ps.acid)
             state.sessions[key] = ps
             state.schedule(key, ps, ps.bucket)

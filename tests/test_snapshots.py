@@ -1,0 +1,50 @@
+"""Session snapshots: compacted blocks and dedup ids survive a restore."""
+
+from __future__ import annotations
+
+import orjson
+
+from protosessions.clock import Clock
+from protosessions.config import Settings
+from protosessions.engine import SessionShard
+from protosessions.hit import parse_hit
+from protosessions.timefmt import format_time_us
+
+T0 = 1_735_732_800_000_000
+
+
+def hits(ids: list[str], settings: Settings):
+    out = []
+    for i, hid in enumerate(ids):
+        raw = orjson.dumps({"id": hid, "client_id": "c", "property_id": "P",
+                            "server_received_time": format_time_us(T0 + i * 1_000_000),
+                            "x": "y" * 50})
+        out.append(parse_hit(raw, settings, None, T0 + i * 1_000_000))
+    return out
+
+
+def test_restore_keeps_compacted_hits_and_their_ids_for_dedup() -> None:
+    s = Settings(compaction_threshold=200)  # a block every few hits
+    shard = SessionShard(s, Clock())
+    shard.on_hits(hits([f"h{i}" for i in range(12)], s))
+    assert shard.stats["compactions"] >= 3
+    snap = shard.snapshot()
+    again = SessionShard(s, Clock(), snap)
+    # the retries of a compacted hit and of a buffered one are still duplicates
+    more = hits([f"h{i}" for i in range(14)], s)
+    again.on_hits([more[0], more[11], more[12], more[13]])
+    assert again.stats["duplicates"] == 2
+    [(acid, data)] = again.close_all()
+    session = orjson.loads(data)
+    assert [h["id"] for h in session["hits"]] == [f"h{i}" for i in range(14)]
+    assert session["hit_count"] == 14
+
+
+def test_unchanged_sessions_reuse_their_snapshot_bytes() -> None:
+    s = Settings()
+    shard = SessionShard(s, Clock())
+    shard.on_hits(hits(["a", "b"], s))
+    first = shard.snapshot()[2][0][0]
+    assert shard.snapshot()[2][0][0] is first  # not re-serialised
+    shard.on_hits(hits(["a", "b", "c"], s)[2:])
+    assert shard.snapshot()[2][0][0] is not first
