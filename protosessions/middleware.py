@@ -92,7 +92,6 @@ class Context:
             ps.last_t = t
         if hit.clock > ps.seen_clock:
             ps.seen_clock = hit.clock
-        ps.snap = None
         raw = hit.raw
         if hit.has_acid or raw[-1:] != b"}":
             raw = with_acid(raw, hit.acid, hit.has_acid)

@@ -19,7 +19,7 @@ from .wheel import TimingWheel
 SessionKey = tuple  # (property_id, acid)
 StoredHit = tuple  # (t, hit bytes with the ACID set), in arrival order
 
-SNAPSHOT_VERSION = 4  # 2: hits carry their ACID; 3: compressed blobs; 4: blocks apart, no ids
+SNAPSHOT_VERSION = 5  # 2: hits carry their ACID; 3-5: compressed parts written once
 
 
 class ProtoSession:
@@ -30,7 +30,7 @@ class ProtoSession:
     """
 
     __slots__ = ("property_id", "acid", "first_t", "first_id", "last_t", "count",
-                 "size", "hits", "compacted", "ids", "client_ids", "user_ids", "bucket", "seen_clock", "snap")
+                 "size", "hits", "compacted", "ids", "client_ids", "user_ids", "bucket", "seen_clock", "sealed", "sealed_upto")
 
     def __init__(self, property_id: str, acid: str) -> None:
         self.property_id = property_id
@@ -47,7 +47,8 @@ class ProtoSession:
         self.user_ids: set[str] = set()
         self.bucket = -1
         self.seen_clock = 0
-        self.snap: bytes | None = None  # cached small part of `to_snapshot()`; cleared on change
+        self.sealed: list[bytes] = []  # `hits[:sealed_upto]`, compressed, for snapshots
+        self.sealed_upto = 0
 
     def acid_suffix(self) -> bytes:
         """`,"authoritative_client_id":<ACID>}`: closes a hit with its ACID set."""
@@ -61,37 +62,39 @@ class ProtoSession:
                 tuple(sorted(self.user_ids)), self.bucket, self.seen_clock)
 
     def to_snapshot(self) -> tuple:
-        """What a snapshot stores: `(compressed small part, compacted blocks)`.
+        """What a snapshot stores: `(small fields, hit chunks, compacted blocks)`.
 
-        The small part (everything but the ids and the compacted blocks) is
-        pickled and compressed once per change, so a snapshot re-serialises
-        only proto-sessions that changed since the last one. Compacted blocks
-        are already compressed and never change: they go in as they are. The
-        ids are not stored at all: they are in the hits.
+        Each hit is compressed into a snapshot chunk once, by the first
+        snapshot after it arrived; later snapshots reuse the chunk. Compacted
+        blocks are already compressed and go in as they are. The ids are not
+        stored: they are in the hits. So a snapshot costs what arrived since
+        the last one, not the whole open state.
         """
-        if self.snap is None:
-            small = (self.property_id, self.acid, self.first_t, self.first_id, self.last_t,
-                     self.count, self.size, tuple(self.hits), tuple(sorted(self.client_ids)),
-                     tuple(sorted(self.user_ids)), self.bucket, self.seen_clock)
-            self.snap = zlib.compress(pickle.dumps(small, protocol=5), 1)
-        return (self.snap, tuple(self.compacted))
+        if len(self.hits) > self.sealed_upto:
+            self.sealed.append(compress_hits(self.hits[self.sealed_upto:]))
+            self.sealed_upto = len(self.hits)
+        small = (self.property_id, self.acid, self.first_t, self.first_id, self.last_t,
+                 self.count, self.size, tuple(sorted(self.client_ids)),
+                 tuple(sorted(self.user_ids)), self.bucket, self.seen_clock)
+        return (small, tuple(self.sealed), tuple(self.compacted))
 
     @classmethod
     def from_snapshot(cls, snap: tuple) -> "ProtoSession":
-        blob, compacted = snap
-        s = pickle.loads(zlib.decompress(blob))
+        s, chunks, compacted = snap
         ps = cls(s[0], s[1])
         (ps.first_t, ps.first_id, ps.last_t, ps.count, ps.size) = s[2:7]
-        ps.hits = list(s[7])
+        ps.client_ids = set(s[7])
+        ps.user_ids = set(s[8])
+        ps.bucket = s[9]
+        ps.seen_clock = s[10]
+        for chunk in chunks:
+            ps.hits.extend(decompress_hits(chunk))
+        ps.sealed = list(chunks)
+        ps.sealed_upto = len(ps.hits)
         ps.compacted = list(compacted)
-        ps.client_ids = set(s[8])
-        ps.user_ids = set(s[9])
-        ps.bucket = s[10]
-        ps.seen_clock = s[11]
         ps.ids = {_hit_id(raw) for _, raw in ps.hits}
         for block in ps.compacted:
             ps.ids.update(_hit_id(raw) for _, raw in decompress_hits(block))
-        ps.snap = blob
         return ps
 
     @classmethod

@@ -40,11 +40,16 @@ def test_restore_keeps_compacted_hits_and_their_ids_for_dedup() -> None:
     assert session["hit_count"] == 14
 
 
-def test_unchanged_sessions_reuse_their_snapshot_bytes() -> None:
+def test_each_hit_is_compressed_for_snapshots_once() -> None:
     s = Settings()
     shard = SessionShard(s, Clock())
     shard.on_hits(hits(["a", "b"], s))
-    first = shard.snapshot()[2][0][0]
-    assert shard.snapshot()[2][0][0] is first  # not re-serialised
+    [(_, chunks, _)] = shard.snapshot()[2]
+    [(_, again, _)] = shard.snapshot()[2]
+    assert again == chunks and again[0] is chunks[0]  # reused, not re-made
     shard.on_hits(hits(["a", "b", "c"], s)[2:])
-    assert shard.snapshot()[2][0][0] is not first
+    [(_, more, _)] = shard.snapshot()[2]
+    assert more[0] is chunks[0] and len(more) == 2  # only "c" is new
+    restored = SessionShard(s, Clock(), shard.snapshot())
+    [(_, data)] = restored.close_all()
+    assert [h["id"] for h in orjson.loads(data)["hits"]] == ["a", "b", "c"]

@@ -25,6 +25,7 @@ class Compaction(BaseMiddleware):
         if ps is not None and ps.size > self.threshold:
             ps.compacted.append(compress_hits(ps.hits))
             ps.hits = []
+            ps.sealed, ps.sealed_upto = [], 0  # those hits are in the block now
             ps.size = 0
             ctx.stats["compactions"] += 1
 
