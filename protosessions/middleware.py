@@ -144,10 +144,6 @@ class Context:
         self.stats["evicted_hits"] += len(hits)
         self.closer.requeue(cmd.owner, [with_acid(raw, cmd.owner, True) for _, raw in hits])
 
-    def close_all(self, reason: str) -> None:
-        for acid in list(self.sessions):
-            self.close(acid, reason)
-
     def ping(self, ts: int) -> None:
         """Tell every middleware the clock reached `ts` (closes what expired)."""
         for mw in self.middlewares:
