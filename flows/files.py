@@ -89,11 +89,15 @@ class JsonlSource(FixedPartitionedSource[Located, Optional[tuple]]):
         return _LinesPartition(self.path, self.batch_size, resume_state)
 
 
+STDERR = "/dev/stderr"
+
+
 class _BytesLinesPartition(StatefulSinkPartition[bytes, Optional[int]]):
     def __init__(self, path: str, resume: Optional[int]) -> None:
-        self._stdout = path == "-"
+        # The process's own streams are written through, never reopened or seeked.
+        self._stdout = path in ("-", STDERR)
         if self._stdout:
-            self._f: BinaryIO = sys.stdout.buffer
+            self._f: BinaryIO = sys.stderr.buffer if path == STDERR else sys.stdout.buffer
         else:
             mode = "r+b" if resume is not None and os.path.exists(path) else "wb"
             self._f = open(path, mode)
@@ -106,6 +110,8 @@ class _BytesLinesPartition(StatefulSinkPartition[bytes, Optional[int]]):
         for item in items:
             write(item)
             write(b"\n")
+        if self._stdout:
+            self._f.flush()  # whole lines, not interleaved with progress messages
 
     def snapshot(self) -> Optional[int]:
         self._f.flush()
@@ -118,7 +124,7 @@ class _BytesLinesPartition(StatefulSinkPartition[bytes, Optional[int]]):
 
 
 class JsonlSink(FixedPartitionedSink[bytes, Optional[int]]):
-    """Bytes items as lines of one file (or stdout). On resume the file is cut
+    """Bytes items as lines of one file (`-` stdout, `/dev/stderr` stderr). On resume the file is cut
     back to the snapshotted length, so a replay does not write lines twice."""
 
     def __init__(self, path: str) -> None:

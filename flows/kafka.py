@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from bytewax.connectors.kafka import KafkaSource
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, Producer
 
 from protosessions.closer import Requeue
 
@@ -97,13 +97,4 @@ class DeliveredKafkaSink(DynamicSink[Any]):
         return _ProducerPartition(self._config, self._topic)
 
 
-def check_delivery_config(config: dict[str, str]) -> None:
-    """Refuse settings that would let the sink lose or duplicate messages."""
-    for key, bad in (("enable.idempotence", "false"), ("acks", "0"), ("acks", "1")):
-        if str(config.get(key, "")).lower() == bad:
-            raise ValueError(f"--kafka-config {key}={bad} would allow lost or duplicated "
-                             "sessions; the sink needs idempotence and acks=all")
-
-
-__all__ = ["DeliveredKafkaSink", "DeliveryError", "KafkaException", "check_delivery_config",
-           "hits_source", "located"]
+__all__ = ["DeliveredKafkaSink", "DeliveryError", "hits_source", "located"]

@@ -23,7 +23,7 @@ from protosessions.closer import Requeue
 from protosessions.options import RunConfig, from_env, kafka_config
 
 from . import metrics
-from .files import JsonlSink, JsonlSource
+from .files import STDERR, JsonlSink, JsonlSource
 from .steps import (IdentityLogic, SessionLogic, WorkerClocks, dead_letters, keyed_hits,
                     make_parse, rekey_by_session)
 
@@ -44,6 +44,7 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
     the session sink gets `(ACID, session JSON bytes)`, the dead-letter sink
     `(key, JSON bytes)`, the requeue sink (strategy `evict`) `Requeue`s.
     """
+    config.check()
     settings = config.settings
     streaming = config.streaming and not config.until_end  # the clock follows wall time
     clocks = WorkerClocks(streaming=streaming, skip_catching_up=bool(config.skip_catching_up),
@@ -52,10 +53,9 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
     flow = Dataflow(flow_id)
 
     if config.streaming:
-        from .kafka import DeliveredKafkaSink, check_delivery_config, hits_source, located
+        from .kafka import DeliveredKafkaSink, hits_source, located
 
         kconf = kafka_config(config.kafka_config)
-        check_delivery_config(kconf)
         brokers = config.kafka_brokers
         if source is None:
             source = hits_source(brokers, config.hits_topic, kconf, config.batch_size,
@@ -65,16 +65,14 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
             raw = op.input("input", flow, source)
         sessions_sink = sessions_sink or DeliveredKafkaSink(brokers, config.sessions_topic, kconf)
         dead_sink = dead_sink or DeliveredKafkaSink(brokers, config.dead_letter_topic, kconf)
-        requeue_sink = requeue_sink or DeliveredKafkaSink(brokers, config.hits_topic, kconf)
+        if settings.eviction_strategy == "evict":
+            requeue_sink = requeue_sink or DeliveredKafkaSink(brokers, config.hits_topic, kconf)
         dead_key = None
     else:
-        if settings.eviction_strategy == "evict" and requeue_sink is None:
-            raise ValueError("--eviction-strategy evict re-queues hits through the Kafka hits "
-                             "topic: it needs --kafka-brokers")
         source = source or JsonlSource(config.input or sample_path(), config.batch_size)
         raw = op.input("input", flow, source)
         sessions_sink = sessions_sink or JsonlSink(config.output or "-")
-        dead_sink = dead_sink or JsonlSink(config.dead_letter or "/dev/stderr")
+        dead_sink = dead_sink or JsonlSink(config.dead_letter or STDERR)
         dead_key = "dead"
 
     parsed = op.flat_map_batch("parse", raw, make_parse(settings, clocks))
@@ -110,10 +108,10 @@ def tune_gc() -> None:
     gc.set_threshold(100_000, 50, 100)
 
 
-def _from_env() -> Dataflow:
-    """The flow `python -m bytewax.run flows.sessions:flow` runs."""
-    tune_gc()
-    return build_flow(RunConfig.from_values(from_env(os.environ)))
-
-
-flow = _from_env()
+def __getattr__(name: str) -> Dataflow:
+    """`flow`: what `python -m bytewax.run flows.sessions:flow` runs, built from
+    `PROTOSESSIONS_*` only when asked for (importing this module builds nothing)."""
+    if name == "flow":
+        tune_gc()
+        return build_flow(RunConfig.from_values(from_env(os.environ)))
+    raise AttributeError(name)

@@ -79,8 +79,7 @@ def make_parse(settings: Settings, clocks: WorkerClocks) -> Callable[[list], lis
         for loc, raw in batch:
             hit = parse_hit(raw, settings, wall, clock.now)
             if hit.__class__ is Hit:
-                if hit.t > clock.now:
-                    clock.now = hit.t
+                clock.advance(hit.t)
                 out.append(hit)
             else:
                 out.append(DeadLetter(hit, raw, source_dict(loc)))
@@ -117,21 +116,22 @@ def _next_tick(tick_us: int) -> datetime:
 
 
 class IdentityLogic(StatefulBatchLogic[Hit, Hit, tuple]):
-    """One identity shard: rewrites ACIDs; dropped once it holds no live claim."""
+    """One identity shard: rewrites ACIDs. Kept even with no live claim, so
+    its clock survives (there are only `--identity-shards` of them)."""
 
     def __init__(self, settings: Settings, resume: Optional[tuple]) -> None:
         self.settings = settings
         self.shard = IdentityShard(settings, resume)
 
     def on_batch(self, values: list[Hit]) -> tuple[Iterable[Hit], bool]:
-        return self.shard.on_hits(values), self.shard.empty
+        return self.shard.on_hits(values), self.RETAIN
 
     def on_notify(self) -> tuple[Iterable[Hit], bool]:
         self.shard.tick()
-        return [], self.shard.empty
+        return [], self.RETAIN
 
     def on_eof(self) -> tuple[Iterable[Hit], bool]:
-        return [], self.shard.empty
+        return [], self.RETAIN
 
     def notify_at(self) -> Optional[datetime]:
         return None if self.shard.empty else _next_tick(max(self.settings.tick_us, 1_000_000))
@@ -151,6 +151,8 @@ class SessionLogic(StatefulBatchLogic[Hit, Any, tuple]):
         self.finite = finite
         self.clock = clocks.get("sessions")
         self.shard = SessionShard(settings, self.clock, resume)
+        if self.clock.__class__ is WallFollowingClock:  # a restored clock runs on from now
+            self.clock.mark(wall_now_us())  # type: ignore[attr-defined]
         self._open = len(self.shard.state.sessions)
         stats.counter()["open"] += self._open
 

@@ -103,6 +103,7 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        self._thread.join()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
@@ -129,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         config = RunConfig.from_values(_run_values(args))
-        kafka_config(config.kafka_config)
+        config.check()
         parse_duration_us(config.snapshot_interval)
         parse_duration_us(config.backup_interval)
     except ValueError as e:
@@ -138,22 +139,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("protosessions run: --workers must be at least 1")
     if not config.streaming:
         _check_file_io(config)
-    from flows.runner import run  # Bytewax is imported only to run
+    from bytewax.errors import BytewaxRuntimeError
 
     from flows.recovery import RecoveryError
+    from flows.runner import run  # Bytewax is imported only to run
 
     stats.reset()
     start = time.monotonic()
     try:
         with Progress():
             run(config)
-    except (RecoveryError, ValueError) as e:
-        if isinstance(e, RecoveryError) or "needs --kafka-brokers" in str(e) \
-                or "--kafka-config" in str(e):
-            raise UsageError(f"protosessions run: {e}") from None
-        raise
+    except RecoveryError as e:
+        raise UsageError(f"protosessions run: {e}") from None
+    except BytewaxRuntimeError as e:  # the dataflow failed: say why in one line
+        if os.environ.get("PROTOSESSIONS_DEBUG"):
+            raise
+        print(f"protosessions run: the dataflow failed: {_root_cause(e)} "
+              "(PROTOSESSIONS_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
     print(summary_line(stats.totals(), time.monotonic() - start), file=sys.stderr)
     return 0
+
+
+def _root_cause(e: BaseException) -> str:
+    while e.__cause__ is not None or e.__context__ is not None:
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    return f"{type(e).__name__}: {e}".splitlines()[0]
 
 
 def _check_file_io(config: Any) -> None:
@@ -180,8 +191,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.hits < 0 or args.clients < 1:
         raise UsageError("protosessions generate: --hits must be >= 0 and --clients >= 1")
     if args.output == "-":
-        write_hits(sys.stdout.buffer, args.hits, args.clients, args.seed)
-        sys.stdout.buffer.flush()
+        try:
+            write_hits(sys.stdout.buffer, args.hits, args.clients, args.seed)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:  # `protosessions generate ... | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     else:
         try:
             f = open(args.output, "wb")

@@ -171,11 +171,15 @@ def check(raw: bytes, settings: Settings, wall_now_us: int | None) -> tuple[dict
         if v is not None and not _is_str_lists(v):
             return _first_failure(obj, raw)
     v = get("metadata")
-    if (v is not None and not _is_str_map(v)) or (
-            "authoritative_client_id" in obj or get("user_id") is not None):
-        reason = _first_failure(obj, raw)
-        if reason is not None:
-            return reason
+    if v is not None and not _is_str_map(v):
+        return _first_failure(obj, raw)
+    v = get("user_id")
+    if v is not None and v.__class__ is not str:
+        return _first_failure(obj, raw)
+    if "authoritative_client_id" in obj:
+        v = obj["authoritative_client_id"]
+        if v is not None and (v.__class__ is not str or v == ""):
+            return _first_failure(obj, raw)
     if wall_now_us is not None and t - wall_now_us > settings.max_future_skew_us:
         return "future_timestamp"
     return obj, t

@@ -140,3 +140,14 @@ class RunConfig:
     @property
     def streaming(self) -> bool:
         return bool(self.values.get("kafka_brokers"))
+
+    def check(self) -> None:
+        """Refuse combinations that cannot work (ValueError, one line)."""
+        if self.settings.eviction_strategy == "evict" and not self.streaming:
+            raise ValueError("--eviction-strategy evict re-queues hits through the Kafka hits "
+                             "topic: it needs --kafka-brokers")
+        conf = kafka_config(self.kafka_config)
+        for key, bad in (("enable.idempotence", "false"), ("acks", "0"), ("acks", "1")):
+            if str(conf.get(key, "")).lower() == bad:
+                raise ValueError(f"--kafka-config {key}={bad} would allow lost or duplicated "
+                                 "sessions; the sink needs idempotence and acks=all")

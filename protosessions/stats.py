@@ -28,7 +28,7 @@ def totals() -> Counter:
     total: Counter = Counter()
     with _lock:
         for c in _all:
-            total.update(c)
+            total.update(dict(c))  # one C-level copy: a worker may be adding keys
     return total
 
 
