@@ -15,7 +15,7 @@ from protosessions import stats
 from protosessions.clock import Clock, WallFollowingClock
 from protosessions.config import Settings
 from protosessions.engine import IdentityShard, SessionShard, identity_shard, session_shard
-from protosessions.hit import DeadLetter, Hit, parse_hit
+from protosessions.hit import DeadLetter, Hit, parse_hit, source_dict
 from protosessions.timefmt import format_time_us, wall_now_us
 
 from . import metrics
@@ -55,13 +55,6 @@ class WorkerClocks:
             if step == "sessions":
                 metrics.watch_clock(clock)
         return clock
-
-
-def source_dict(loc: tuple) -> dict[str, Any]:
-    """Where a dead letter came from: `(file, line)` or `(topic, partition, offset)`."""
-    if len(loc) == 2:
-        return {"file": loc[0], "line": loc[1]}
-    return {"topic": loc[0], "partition": loc[1], "offset": loc[2]}
 
 
 def make_parse(settings: Settings, clocks: WorkerClocks) -> Callable[[list], list]:

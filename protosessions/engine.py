@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 from .clock import Clock
 from .closer import CollectingCloser, Requeue
 from .config import Settings
-from .hit import DeadLetter, Hit, parse_hit
+from .hit import DeadLetter, Hit, parse_hit, source_dict
 from .middleware import BY_CLOCK, Context, handler
 from .middlewares import default_chain
 from .middlewares.close_trigger import CloseTrigger
@@ -33,10 +33,8 @@ def identity_shard(hit: Hit, shards: int) -> str:
     """Routing key of the identity step: the shard of `(property, join key)`."""
     if shards == 1:
         return "i0"
-    jk = hit.join_key
-    if jk is None:  # nothing to join: any shard will do; spread by client
-        return "i" + str(shard_of(hit.property_id + "\n" + hit.client_id, shards))
-    return "i" + str(shard_of(hit.property_id + "\n" + jk, shards))
+    jk = hit.join_key  # None: nothing to join, any shard will do; spread by client
+    return "i" + str(shard_of(hit.property_id + "\n" + (jk if jk is not None else hit.client_id), shards))
 
 
 def session_shard(hit: Hit, shards: int) -> str:
@@ -162,7 +160,7 @@ class Engine:
                 loc, raw = pending.pop(0)
                 hit = parse_hit(raw, self.settings, wall, self.parse_clock.now)
                 if hit.__class__ is str:
-                    self.dead_letters.append(DeadLetter(hit, raw, {"file": loc[0], "line": loc[1]}))
+                    self.dead_letters.append(DeadLetter(hit, raw, source_dict(loc)))
                     continue
                 self.parse_clock.advance(hit.t)
                 for out in self.sessions.on_hits(self.identity.on_hits([hit])):

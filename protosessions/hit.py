@@ -81,6 +81,13 @@ class Evict:
         return f"Evict({self.property_id!r}, {self.acid!r} -> {self.owner!r})"
 
 
+def source_dict(loc: tuple) -> dict[str, Any]:
+    """Where a dead letter came from: `(file, line)` or `(topic, partition, offset)`."""
+    if len(loc) == 2:
+        return {"file": loc[0], "line": loc[1]}
+    return {"topic": loc[0], "partition": loc[1], "offset": loc[2]}
+
+
 class DeadLetter:
     """A rejected input with the first failing check (`reason`) and where it came from."""
 
