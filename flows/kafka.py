@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from bytewax.connectors.kafka import KafkaSource
+from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, Producer
 
@@ -32,9 +32,16 @@ def hits_source(brokers: str, topic: str, config: dict[str, str], batch_size: in
                        add_config=dict(config), batch_size=batch_size, raise_on_errors=True)
 
 
-def located(batch: list) -> list:
-    """Kafka messages -> `((topic, partition, offset), value bytes)`, as the parse step takes."""
-    return [((m.topic, m.partition, m.offset), m.value or b"") for m in batch]
+def message_value(m: KafkaSourceMessage) -> bytes:
+    return m.value or b""
+
+
+def message_location(m: KafkaSourceMessage) -> tuple[str, int, int]:
+    """Where a rejected hit came from, for its dead letter."""
+    return (m.topic, m.partition, m.offset)
+
+
+MESSAGE = (message_value, message_location)  # how the parse step reads Kafka messages
 
 
 class DeliveryError(RuntimeError):
@@ -97,4 +104,4 @@ class DeliveredKafkaSink(DynamicSink[Any]):
         return _ProducerPartition(self._config, self._topic)
 
 
-__all__ = ["DeliveredKafkaSink", "DeliveryError", "hits_source", "located"]
+__all__ = ["MESSAGE", "DeliveredKafkaSink", "DeliveryError", "hits_source"]

@@ -19,7 +19,7 @@ def run(config: RunConfig) -> None:
     tune_gc()
     recovery = (checked_recovery_config(config.recovery_dir, config.backup_interval)
                 if config.recovery_dir else None)
-    flow = build_flow(config)
+    flow = build_flow(config, snapshots=recovery is not None)
     epoch = timedelta(microseconds=parse_duration_us(config.snapshot_interval))
     try:
         cli_main(flow, workers_per_process=config.workers, epoch_interval=epoch,

@@ -37,12 +37,14 @@ def sample_path() -> str:
 
 def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: Sink | None = None,
                dead_sink: Sink | None = None, requeue_sink: Sink | None = None,
-               flow_id: str = "protosessions") -> Dataflow:
+               flow_id: str = "protosessions", snapshots: bool = True) -> Dataflow:
     """Wire the steps.
 
     Sources yield `(location, raw bytes)` (Kafka messages are converted);
     the session sink gets `(ACID, session JSON bytes)`, the dead-letter sink
     `(key, JSON bytes)`, the requeue sink (strategy `evict`) `Requeue`s.
+    `snapshots=False` (a run without recovery) skips building snapshots that
+    Bytewax would only throw away: it asks for them every epoch regardless.
     """
     config.check()
     settings = config.settings
@@ -52,17 +54,17 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
     metrics.register()
     flow = Dataflow(flow_id)
 
+    message = None  # the source yields `(location, raw)`
     if config.streaming:
-        from .kafka import DeliveredKafkaSink, hits_source, located
+        from .kafka import MESSAGE, DeliveredKafkaSink, hits_source
 
         kconf = kafka_config(config.kafka_config)
         brokers = config.kafka_brokers
         if source is None:
             source = hits_source(brokers, config.hits_topic, kconf, config.batch_size,
                                  tail=not config.until_end)
-            raw = op.flat_map_batch("locate", op.input("input", flow, source), located)
-        else:
-            raw = op.input("input", flow, source)
+            message = MESSAGE
+        raw = op.input("input", flow, source)
         sessions_sink = sessions_sink or DeliveredKafkaSink(brokers, config.sessions_topic, kconf)
         dead_sink = dead_sink or DeliveredKafkaSink(brokers, config.dead_letter_topic, kconf)
         if settings.eviction_strategy == "evict":
@@ -75,15 +77,16 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
         dead_sink = dead_sink or JsonlSink(config.dead_letter or STDERR)
         dead_key = "dead"
 
-    parsed = op.flat_map_batch("parse", raw, make_parse(settings, clocks))
+    parsed = op.flat_map_batch("parse", raw, make_parse(settings, clocks, message))
     op.output("write_dead_letters", op.flat_map_batch("rejects", parsed, dead_letters(dead_key)),
               dead_sink)
     by_join_key = op.flat_map_batch("key_by_join_key", parsed, keyed_hits(settings.identity_shards))
     joined = op.stateful_batch("identity", by_join_key,
-                               lambda resume: IdentityLogic(settings, resume))
+                               lambda resume: IdentityLogic(settings, resume, snapshots))
     by_acid = op.flat_map_batch("key_by_acid", joined, rekey_by_session(settings.shards))
     closed = op.stateful_batch("sessions", by_acid,
-                               lambda resume: SessionLogic(settings, clocks, resume, not streaming))
+                               lambda resume: SessionLogic(settings, clocks, resume, not streaming,
+                                                                snapshots))
     op.output("write_sessions", op.flat_map_batch("closed_sessions", closed, _sessions),
               sessions_sink)
     if requeue_sink is not None:

@@ -57,67 +57,99 @@ class WorkerClocks:
         return clock
 
 
-def make_parse(settings: Settings, clocks: WorkerClocks) -> Callable[[list], list]:
-    """Batch of `(location, raw)` -> `Hit`s and `DeadLetter`s, in input order.
+def make_parse(settings: Settings, clocks: WorkerClocks,
+               message: Optional[tuple[Callable[[Any], bytes], Callable[[Any], tuple]]] = None
+               ) -> Callable[[list], list]:
+    """Batch of input items -> one `(hits, dead letters)` item, in input order.
 
-    Each hit is stamped with this worker's running clock, so membership of a
-    late hit does not depend on how the keyed steps regroup batches.
+    Items are `(location, raw)`, or with `message=(value, location)` source
+    messages read through those two functions (the location only for
+    rejects, so Kafka messages are not re-packed one by one). Each hit is
+    stamped with this worker's running clock, so membership of a late hit
+    does not depend on how the keyed steps regroup batches. Hits travel
+    between steps as lists, one item per batch and key group: Bytewax then
+    pays its per-item cost per batch, not per hit.
     """
 
     def parse(batch: list) -> list:
         clock = clocks.get("parse")
         wall = wall_now_us()
-        out: list = []
+        hits: list[Hit] = []
+        dead: list[DeadLetter] = []
         c = stats.counter()
-        for loc, raw in batch:
+        raws = [raw for _, raw in batch] if message is None else list(map(message[0], batch))
+        for i, raw in enumerate(raws):
             hit = parse_hit(raw, settings, wall, clock.now)
             if hit.__class__ is Hit:
                 clock.advance(hit.t)
-                out.append(hit)
+                hits.append(hit)
             else:
-                out.append(DeadLetter(hit, raw, source_dict(loc)))
+                loc = batch[i][0] if message is None else message[1](batch[i])
+                dead.append(DeadLetter(hit, raw, source_dict(loc)))
                 c["dead_letters"] += 1
                 c["dead:" + hit] += 1
         c["hits_read"] += len(batch)
-        return out
+        return [(hits, dead)]
 
     return parse
 
 
+def _grouped(hits: Iterable[Hit], key: Callable[[Hit], str]) -> list[tuple[str, list[Hit]]]:
+    """`(key, hits of that key)` items, each list in arrival order."""
+    groups: dict[str, list[Hit]] = {}
+    for h in hits:
+        k = key(h)
+        g = groups.get(k)
+        if g is None:
+            groups[k] = [h]
+        else:
+            g.append(h)
+    return list(groups.items())
+
+
 def keyed_hits(shards: int) -> Callable[[list], list]:
+    """`(hits, _)` items -> `(identity shard, hits)` items."""
     def route(batch: list) -> list:
-        return [(identity_shard(h, shards), h) for h in batch if h.__class__ is Hit]
+        if shards == 1:
+            return [("i0", hits) for hits, _ in batch if hits]
+        return [kv for hits, _ in batch for kv in _grouped(hits, lambda h: identity_shard(h, shards))]
     return route
 
 
 def dead_letters(key: str | None) -> Callable[[list], list]:
     """Rejects as `(key, dead-letter JSON)`."""
     def rejects(batch: list) -> list:
-        return [(key, d.to_json()) for d in batch if d.__class__ is DeadLetter]
+        return [(key, d.to_json()) for _, dead in batch for d in dead]
     return rejects
 
 
 def rekey_by_session(shards: int) -> Callable[[list], list]:
-    """After identity joining the ACID is final: route each hit to its session shard."""
+    """After identity joining the ACID is final: hit lists regrouped by session shard."""
     def route(batch: list) -> list:
-        return [(session_shard(h, shards), h) for _, h in batch]
+        return [kv for _, hits in batch for kv in _grouped(hits, lambda h: session_shard(h, shards))]
     return route
+
+
+def _flat(values: list[list[Hit]]) -> list[Hit]:
+    return values[0] if len(values) == 1 else [h for hits in values for h in hits]
 
 
 def _next_tick(tick_us: int) -> datetime:
     return datetime.now(timezone.utc) + timedelta(microseconds=tick_us)
 
 
-class IdentityLogic(StatefulBatchLogic[Hit, Hit, tuple]):
+class IdentityLogic(StatefulBatchLogic[list[Hit], list[Hit], tuple]):
     """One identity shard: rewrites ACIDs. Kept even with no live claim, so
     its clock survives (there are only `--identity-shards` of them)."""
 
-    def __init__(self, settings: Settings, resume: Optional[tuple]) -> None:
+    def __init__(self, settings: Settings, resume: Optional[tuple], snapshots: bool = True) -> None:
         self.settings = settings
         self.shard = IdentityShard(settings, resume)
+        self.snapshots = snapshots
 
-    def on_batch(self, values: list[Hit]) -> tuple[Iterable[Hit], bool]:
-        return self.shard.on_hits(values), self.RETAIN
+    def on_batch(self, values: list[list[Hit]]) -> tuple[Iterable[list[Hit]], bool]:
+        out = self.shard.on_hits(_flat(values))
+        return ([out] if out else []), self.RETAIN
 
     def on_notify(self) -> tuple[Iterable[Hit], bool]:
         self.shard.tick()
@@ -129,19 +161,20 @@ class IdentityLogic(StatefulBatchLogic[Hit, Hit, tuple]):
     def notify_at(self) -> Optional[datetime]:
         return None if self.shard.empty else _next_tick(max(self.settings.tick_us, 1_000_000))
 
-    def snapshot(self) -> tuple:
-        return self.shard.snapshot()
+    def snapshot(self) -> Optional[tuple]:
+        return self.shard.snapshot() if self.snapshots else None
 
 
-class SessionLogic(StatefulBatchLogic[Hit, Any, tuple]):
+class SessionLogic(StatefulBatchLogic[list[Hit], Any, tuple]):
     """One session shard: the middleware chain on each batch, clock-driven
     closes on each tick, and (reading a finite input) everything closed at EOF.
     Dropped as soon as it holds no open proto-session."""
 
     def __init__(self, settings: Settings, clocks: WorkerClocks, resume: Optional[tuple],
-                 finite: bool) -> None:
+                 finite: bool, snapshots: bool = True) -> None:
         self.settings = settings
         self.finite = finite
+        self.snapshots = snapshots
         self.clock = clocks.get("sessions")
         self.shard = SessionShard(settings, self.clock, resume)
         if self.clock.__class__ is WallFollowingClock:  # a restored clock runs on from now
@@ -149,8 +182,8 @@ class SessionLogic(StatefulBatchLogic[Hit, Any, tuple]):
         self._open = len(self.shard.state.sessions)
         stats.counter()["open"] += self._open
 
-    def on_batch(self, values: list[Hit]) -> tuple[Iterable, bool]:
-        out = self.shard.on_hits(values)
+    def on_batch(self, values: list[list[Hit]]) -> tuple[Iterable, bool]:
+        out = self.shard.on_hits(_flat(values))
         if self.clock.__class__ is WallFollowingClock:
             self.clock.mark(wall_now_us())  # type: ignore[attr-defined]
         return self._drain(out)
@@ -193,8 +226,8 @@ class SessionLogic(StatefulBatchLogic[Hit, Any, tuple]):
                 return datetime.fromtimestamp(max(due, now) / 1e6, timezone.utc)
         return _next_tick(tick)
 
-    def snapshot(self) -> tuple:
-        return self.shard.snapshot()
+    def snapshot(self) -> Optional[tuple]:
+        return self.shard.snapshot() if self.snapshots else None
 
 
 class _CatchingUp:
