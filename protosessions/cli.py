@@ -14,7 +14,7 @@ import time
 from typing import Any, Sequence
 
 from . import stats
-from .options import OPTIONS, from_env, kafka_config, parse_bool
+from .options import OPTIONS, from_env, kafka_config, parse_bool, split_list
 from .units import parse_duration_us
 
 
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--sessions-topic", default=os.environ.get("PROTOSESSIONS_SESSIONS_TOPIC", "sessions"))
     create.add_argument("--dead-letter-topic", default=os.environ.get("PROTOSESSIONS_DEAD_LETTER_TOPIC", "hits.dead"))
     create.add_argument("--kafka-config", action="append",
-                        default=[p for p in os.environ.get("PROTOSESSIONS_KAFKA_CONFIG", "").split(",") if p.strip()])
+                        default=list(split_list(os.environ.get("PROTOSESSIONS_KAFKA_CONFIG", ""))))
 
     rec = sub.add_parser("recovery", help="Bytewax recovery directory")
     rsub = rec.add_subparsers(dest="recovery_command", required=True, parser_class=_Parser)

@@ -3,7 +3,8 @@
 
 A flag `--session-duration` is the variable `PROTOSESSIONS_SESSION_DURATION`;
 a switch `--join-by-user-id` / `--no-join-by-user-id` is `true`/`false`; a
-repeatable option (`--kafka-config k=v`) is a comma-separated list.
+repeatable option (`--kafka-config k=v`) is a list, one item per line, or
+on one line separated by commas (see `split_list`).
 """
 
 from __future__ import annotations
@@ -95,10 +96,18 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         elif o.kind == "bool":
             values[o.dest] = parse_bool(text)
         elif o.kind == "list":
-            values[o.dest] = tuple(p.strip() for p in text.split(",") if p.strip())
+            values[o.dest] = split_list(text)
         else:
             values[o.dest] = text
     return values
+
+
+def split_list(text: str) -> tuple[str, ...]:
+    """A list from one environment variable: one item per line when it has
+    several lines (so an item may hold commas, e.g. librdkafka's
+    `sasl.oauthbearer.extensions`), else comma-separated."""
+    parts = text.splitlines() if "\n" in text.strip() else text.split(",")
+    return tuple(p.strip() for p in parts if p.strip())
 
 
 def engine_settings(values: Mapping[str, Any]) -> Settings:

@@ -600,7 +600,11 @@ def test_topics_job_passes_the_kafka_secret_as_flags(tmp_path):
     secret = one("Secret")["stringData"]["kafka-config"]
     base = ["topics", "create", "--partitions", "8", "--replication-factor", "3"]
     for value, extra in ((None, []), ("", []), (secret, [a for kv in secret.split(",") for a in ("--kafka-config", kv)]),
-                         ("sasl.password=a b*c", ["--kafka-config", "sasl.password=a b*c"])):
+                         ("sasl.password=a b*c", ["--kafka-config", "sasl.password=a b*c"]),
+                         ("security.protocol=SASL_SSL\n"
+                          "sasl.oauthbearer.extensions=a=1,b=2\n",
+                          ["--kafka-config", "security.protocol=SASL_SSL",
+                           "--kafka-config", "sasl.oauthbearer.extensions=a=1,b=2"])):
         env = {"PATH": path} if value is None else {"PATH": path, "PROTOSESSIONS_KAFKA_CONFIG": value}
         out = subprocess.run(["sh", "-c", script_of(c)], env=env, cwd=tmp_path, check=True,
                              capture_output=True, text=True).stdout

@@ -209,3 +209,16 @@ def test_settings_frozen() -> None:
     s = Settings()
     with pytest.raises(Exception):
         s.max_events = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("text,want", [
+    ("", ()),
+    ("a=1", ("a=1",)),
+    ("a=1, b=2,", ("a=1", "b=2")),
+    ("a=1\n", ("a=1",)),
+    ("a=1\nsasl.oauthbearer.extensions=x=1,y=2\n\n", ("a=1", "sasl.oauthbearer.extensions=x=1,y=2")),
+])
+def test_split_list_lines_or_commas(text: str, want: tuple) -> None:
+    from protosessions.options import from_env, split_list
+    assert split_list(text) == want
+    assert from_env({"PROTOSESSIONS_KAFKA_CONFIG": text})["kafka_config"] == want
