@@ -9,13 +9,18 @@ fails the worker so that recovery replays the batch instead of losing it.
 
 from __future__ import annotations
 
+import time
+from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
 from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, Producer
 
+from protosessions.aligner import PartitionAligner
 from protosessions.closer import Requeue
+from protosessions.hit import peek_time_us
 
 PRODUCER_DEFAULTS = {
     "enable.idempotence": True,  # no duplicates or reordering from retries
@@ -27,9 +32,72 @@ PRODUCER_DEFAULTS = {
 
 
 def hits_source(brokers: str, topic: str, config: dict[str, str], batch_size: int,
-                tail: bool = True) -> KafkaSource:
-    return KafkaSource([b.strip() for b in brokers.split(",") if b.strip()], [topic], tail=tail,
-                       add_config=dict(config), batch_size=batch_size, raise_on_errors=True)
+                tail: bool = True, max_skew_us: int = 0) -> FixedPartitionedSource:
+    """Bytewax's `KafkaSource` on the hits topic; with `max_skew_us` > 0 its
+    partitions are kept level in hit time (see `protosessions.aligner`)."""
+    source = KafkaSource([b.strip() for b in brokers.split(",") if b.strip()], [topic], tail=tail,
+                         add_config=dict(config), batch_size=batch_size, raise_on_errors=True)
+    return AlignedSource(source, max_skew_us) if max_skew_us > 0 else source
+
+
+THROTTLE = timedelta(milliseconds=5)  # how soon a partition that is ahead is polled again
+
+
+class _AlignedPartition(StatefulSourcePartition[Any, Any]):
+    """A partition of the wrapped source that waits while it is ahead in hit time.
+
+    It only delays reading, never holds messages back, so its snapshot
+    (the wrapped partition's offset) stays exact for recovery.
+    """
+
+    def __init__(self, inner: StatefulSourcePartition, aligner: PartitionAligner) -> None:
+        self._inner = inner
+        self._aligner = aligner
+        self._wait_until: Optional[datetime] = None
+        aligner.join(self)
+
+    def next_batch(self) -> list:
+        if not self._aligner.may_read(self):
+            self._wait_until = datetime.now(timezone.utc) + THROTTLE
+            return []
+        self._wait_until = None
+        try:
+            batch = list(self._inner.next_batch())
+        except StopIteration:
+            self._aligner.leave(self)
+            raise
+        if batch:
+            value = getattr(batch[-1], "value", None)
+            self._aligner.read(self, peek_time_us(value) if value else None)
+        else:
+            self._aligner.empty(self, time.monotonic())
+        return batch
+
+    def next_awake(self) -> Optional[datetime]:
+        return self._wait_until or self._inner.next_awake()
+
+    def snapshot(self) -> Any:
+        return self._inner.snapshot()
+
+    def close(self) -> None:
+        self._aligner.leave(self)
+        self._inner.close()
+
+
+class AlignedSource(FixedPartitionedSource[Any, Any]):
+    """Wraps a partitioned source (Bytewax's `KafkaSource`); its partitions in
+    one process share one `PartitionAligner`. Same partitions, same snapshots."""
+
+    def __init__(self, inner: FixedPartitionedSource, max_skew_us: int) -> None:
+        self._inner = inner
+        self._aligner = PartitionAligner(max_skew_us)
+
+    def list_parts(self) -> list[str]:
+        return self._inner.list_parts()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _AlignedPartition:
+        return _AlignedPartition(self._inner.build_part(step_id, for_part, resume_state),
+                                 self._aligner)
 
 
 def message_value(m: KafkaSourceMessage) -> bytes:
@@ -104,4 +172,4 @@ class DeliveredKafkaSink(DynamicSink[Any]):
         return _ProducerPartition(self._config, self._topic)
 
 
-__all__ = ["MESSAGE", "DeliveredKafkaSink", "DeliveryError", "hits_source"]
+__all__ = ["MESSAGE", "AlignedSource", "DeliveredKafkaSink", "DeliveryError", "hits_source"]

@@ -21,6 +21,7 @@ from bytewax.outputs import Sink
 
 from protosessions.closer import Requeue
 from protosessions.options import RunConfig, from_env, kafka_config
+from protosessions.units import parse_duration_us
 
 from . import metrics
 from .files import STDERR, JsonlSink, JsonlSource
@@ -62,7 +63,8 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
         brokers = config.kafka_brokers
         if source is None:
             source = hits_source(brokers, config.hits_topic, kconf, config.batch_size,
-                                 tail=not config.until_end)
+                                 tail=not config.until_end,
+                                 max_skew_us=parse_duration_us(config.max_partition_skew))
             message = MESSAGE
         raw = op.input("input", flow, source)
         sessions_sink = sessions_sink or DeliveredKafkaSink(brokers, config.sessions_topic, kconf)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 import orjson
@@ -271,6 +272,16 @@ def _first_failure(obj: dict[str, Any], raw: bytes) -> str | None:
     if v is not None and not _is_str_map(v):
         return "bad_type:metadata"
     return None
+
+
+_TIME_FIELD = re.compile(rb'"server_received_time"\s*:\s*"([^"\\]{1,64})"')
+
+
+def peek_time_us(raw: bytes) -> int | None:
+    """The hit time of a raw hit without parsing it (None where it has no
+    plain one): what the partition aligner reads, once per batch."""
+    m = _TIME_FIELD.search(raw)
+    return parse_time_us(m.group(1).decode("ascii", "replace")) if m else None
 
 
 def join_key(obj: dict[str, Any], settings: Settings) -> str | None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .config import Settings
+from .units import parse_duration_us
 
 ENV_PREFIX = "PROTOSESSIONS_"
 
@@ -66,6 +67,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("snapshot-interval", "10s", "how often state is snapshotted (Bytewax epoch)"),
     Option("backup-interval", "0s", "how long old snapshots are kept for"),
     Option("batch-size", 2000, "hits read per batch", "int"),
+    Option("max-partition-skew", "1s", "Kafka: how far ahead in hit time one partition of the hits "
+           "topic may be read before the others (in this process); 0s turns alignment off"),
 )
 
 BY_DEST = {o.dest: o for o in OPTIONS}
@@ -155,6 +158,10 @@ class RunConfig:
         if self.settings.eviction_strategy == "evict" and not self.streaming:
             raise ValueError("--eviction-strategy evict re-queues hits through the Kafka hits "
                              "topic: it needs --kafka-brokers")
+        try:
+            parse_duration_us(self.max_partition_skew)
+        except ValueError as e:
+            raise ValueError(f"--max-partition-skew: {e}") from None
         conf = kafka_config(self.kafka_config)
         for key, bad in (("enable.idempotence", "false"), ("acks", "0"), ("acks", "1")):
             if str(conf.get(key, "")).lower() == bad:
