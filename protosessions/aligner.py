@@ -4,9 +4,8 @@ The worker clock is the greatest hit time handled (SPEC rule 2). Reading a
 backlog, a Kafka source takes batches of equal *counts* from each
 partition; partitions of unequal volume then drift apart in *time*, the
 clock follows the one furthest ahead, and hits of the others arrive late:
-sessions are cut that in-order input would have kept whole (measured: a
-1,000,000-hit backlog on 2 partitions of 589k/411k hits gave 134,511
-sessions instead of 98,044). The aligner lets a partition be read only
+sessions are cut that in-order input would have kept whole (README, "Running
+on Kafka", has the measurements). The aligner lets a partition be read only
 while it is at most `max_skew` ahead of the slowest partition that still has
 data, as Kafka Streams picks the partition with the oldest head record.
 Partitions that are caught up (an empty poll) or finished do not hold the
