@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -86,9 +86,11 @@ def create_topics(brokers: str, names: list[str], partitions: int = 1,
 
 
 def produce(brokers: str, topic: str, lines: Iterable[bytes],
-            what: str | None = None) -> tuple[int, float]:
-    """Each non-empty line (trailing newline stripped) as one record, no key
-    (librdkafka's sticky partitioner spreads them); waits until every record is
+            what: str | None = None,
+            key_of: Callable[[bytes], bytes] | None = None) -> tuple[int, float]:
+    """Each non-empty line (trailing newline stripped) as one record, keyed by
+    `key_of(line)`, else with no key (librdkafka's sticky partitioner spreads
+    them); waits until every record is
     delivered and exits with an error if one is not. Returns (count, seconds).
     `what` names the records in that error ("to TOPIC" by default)."""
     from confluent_kafka import Producer
@@ -110,7 +112,8 @@ def produce(brokers: str, topic: str, lines: Iterable[bytes],
             continue
         while True:
             try:
-                p.produce(topic, value=line, on_delivery=on_delivery)
+                p.produce(topic, value=line, key=key_of(line) if key_of else None,
+                          on_delivery=on_delivery)
                 break
             except BufferError:
                 p.poll(0.05)
@@ -124,11 +127,11 @@ def produce(brokers: str, topic: str, lines: Iterable[bytes],
     return n, time.perf_counter() - start
 
 
-def produce_file(brokers: str, topic: str, path: Path,
-                 what: str | None = None) -> tuple[int, float]:
+def produce_file(brokers: str, topic: str, path: Path, what: str | None = None,
+                 key_of: Callable[[bytes], bytes] | None = None) -> tuple[int, float]:
     """`produce` every line of the file at `path`."""
     with path.open("rb") as f:
-        return produce(brokers, topic, f, what)
+        return produce(brokers, topic, f, what, key_of)
 
 
 def end_offsets(brokers: str, topic: str) -> int:
