@@ -1,0 +1,81 @@
+"""One process vs several (`python -m bytewax.run flows.sessions:flow -i I -a ADDRS`,
+as the Kubernetes StatefulSet runs it) on the same hits backlog in Kafka.
+
+Produces the benchmark file, keyed by client_id, to a fresh topic with one
+partition per process, then reads it to its end (`PROTOSESSIONS_UNTIL_END`)
+with 1 process and with N, alternately. Prints wall time, hits/s and
+sessions written: the sessions show what cross-process skew does to a
+backlog (see README, "Running on Kafka"). A benchmark: it asserts nothing.
+
+    python bench/processes.py --start-broker --processes 2 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+
+from common import (ROOT, add_broker_args, create_topics, end_offsets, kafka_broker, produce_file)
+
+BROKER_PORT = 19620
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_broker_args(ap, "HOST:PORT of a running broker (or --start-broker)",
+                    f"start scripts/kafka.sh on port {BROKER_PORT}, stop it at the end")
+    ap.add_argument("--input", default=str(ROOT / "bench" / "out" / "hits_1000000_50000_1.jsonl"))
+    ap.add_argument("--processes", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1)
+    args = ap.parse_args()
+    if not args.brokers and not args.start_broker:
+        ap.error("give --brokers HOST:PORT or --start-broker")
+    base_port = 21000 + os.getpid() % 2000
+
+    with kafka_broker(args.brokers, args.start_broker, BROKER_PORT) as brokers:
+        tag = f"procs-{uuid.uuid4().hex[:8]}"
+        hits = f"{tag}.hits"
+        create_topics(brokers, [hits], args.processes)
+        n, _ = produce_file(brokers, hits, Path(args.input), "hits",
+                            lambda line: orjson.loads(line)["client_id"].encode())
+        print(f"input: {n} hits keyed by client_id in {args.processes} partitions", flush=True)
+        runs = 0
+        for _ in range(args.rounds):
+            for nproc in (1, args.processes):
+                out = f"{tag}.r{runs}"
+                create_topics(brokers, [out + ".sessions", out + ".dead"], args.processes)
+                env = {**os.environ, "PROTOSESSIONS_KAFKA_BROKERS": brokers,
+                       "PROTOSESSIONS_HITS_TOPIC": hits,
+                       "PROTOSESSIONS_SESSIONS_TOPIC": out + ".sessions",
+                       "PROTOSESSIONS_DEAD_LETTER_TOPIC": out + ".dead",
+                       "PROTOSESSIONS_UNTIL_END": "true"}
+                addrs = ";".join(f"127.0.0.1:{base_port + 10 * runs + i}" for i in range(nproc))
+                start = time.perf_counter()
+                procs = []
+                for i in range(nproc):
+                    cmd = [sys.executable, "-m", "bytewax.run", "flows.sessions:flow", "-w", "1"]
+                    if nproc > 1:
+                        cmd += ["-i", str(i), "-a", addrs]
+                    procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env,
+                                                  stdout=subprocess.DEVNULL,
+                                                  stderr=subprocess.DEVNULL))
+                codes = [p.wait() for p in procs]
+                secs = time.perf_counter() - start
+                if any(codes):
+                    raise SystemExit(f"{nproc} processes failed: exit codes {codes}")
+                print(f"{nproc} process{'es' if nproc > 1 else ''}: {secs:6.1f} s "
+                      f"{n / secs:8.0f} hits/s  {end_offsets(brokers, out + '.sessions')} sessions",
+                      flush=True)
+                runs += 1
+
+
+if __name__ == "__main__":
+    main()
