@@ -2,10 +2,12 @@
 as the Kubernetes StatefulSet runs it) on the same hits backlog in Kafka.
 
 Produces the benchmark file, keyed by client_id, to a fresh topic with one
-partition per process, then reads it to its end (`PROTOSESSIONS_UNTIL_END`)
-with 1 process and with N, alternately. Prints wall time, hits/s and
-sessions written: the sessions show what cross-process skew does to a
-backlog (see README, "Running on Kafka"). A benchmark: it asserts nothing.
+partition per process (and its progress topic), then reads it to its end
+(`PROTOSESSIONS_UNTIL_END`) with 1 process, with N and partitions read by
+counts (`PROTOSESSIONS_MAX_PARTITION_SKEW=0s`), and with N kept level across
+processes (the default). Prints wall time, hits/s and sessions written:
+the sessions show what cross-process skew does to a backlog (README,
+"Running on Kafka"). A benchmark: it asserts nothing.
 
     python bench/processes.py --start-broker --processes 2 --rounds 2
 """
@@ -23,6 +25,8 @@ from pathlib import Path
 import orjson
 
 from common import (ROOT, add_broker_args, create_topics, end_offsets, kafka_broker, produce_file)
+
+from protosessions.topics import PROGRESS_TOPIC_CONFIG, progress_topic
 
 BROKER_PORT = 19620
 
@@ -44,19 +48,20 @@ def main() -> None:
         tag = f"procs-{uuid.uuid4().hex[:8]}"
         hits = f"{tag}.hits"
         create_topics(brokers, [hits], args.processes)
+        create_topics(brokers, [progress_topic(hits)], 1, {progress_topic(hits): PROGRESS_TOPIC_CONFIG})
         n, _ = produce_file(brokers, hits, Path(args.input), "hits",
                             lambda line: orjson.loads(line)["client_id"].encode())
         print(f"input: {n} hits keyed by client_id in {args.processes} partitions", flush=True)
         runs = 0
         for _ in range(args.rounds):
-            for nproc in (1, args.processes):
+            for nproc, skew in ((1, "1s"), (args.processes, "0s"), (args.processes, "1s")):
                 out = f"{tag}.r{runs}"
                 create_topics(brokers, [out + ".sessions", out + ".dead"], args.processes)
                 env = {**os.environ, "PROTOSESSIONS_KAFKA_BROKERS": brokers,
                        "PROTOSESSIONS_HITS_TOPIC": hits,
                        "PROTOSESSIONS_SESSIONS_TOPIC": out + ".sessions",
                        "PROTOSESSIONS_DEAD_LETTER_TOPIC": out + ".dead",
-                       "PROTOSESSIONS_UNTIL_END": "true"}
+                       "PROTOSESSIONS_UNTIL_END": "true", "PROTOSESSIONS_MAX_PARTITION_SKEW": skew}
                 addrs = ";".join(f"127.0.0.1:{base_port + 10 * runs + i}" for i in range(nproc))
                 start = time.perf_counter()
                 procs = []
@@ -71,7 +76,8 @@ def main() -> None:
                 secs = time.perf_counter() - start
                 if any(codes):
                     raise SystemExit(f"{nproc} processes failed: exit codes {codes}")
-                print(f"{nproc} process{'es' if nproc > 1 else ''}: {secs:6.1f} s "
+                how = "" if nproc == 1 else (", by counts" if skew == "0s" else ", kept level")
+                print(f"{nproc} process{'es' if nproc > 1 else ''}{how:13}: {secs:6.1f} s "
                       f"{n / secs:8.0f} hits/s  {end_offsets(brokers, out + '.sessions')} sessions",
                       flush=True)
                 runs += 1

@@ -18,7 +18,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, Producer
 
-from protosessions.aligner import PartitionAligner
+from protosessions.aligner import STARTUP_GRACE_S, PartitionAligner
 from protosessions.closer import Requeue
 from protosessions.hit import peek_time_us
 
@@ -50,27 +50,30 @@ class _AlignedPartition(StatefulSourcePartition[Any, Any]):
     (the wrapped partition's offset) stays exact for recovery.
     """
 
-    def __init__(self, inner: StatefulSourcePartition, aligner: PartitionAligner) -> None:
+    def __init__(self, inner: StatefulSourcePartition, aligner: PartitionAligner,
+                 name: str) -> None:
         self._inner = inner
         self._aligner = aligner
+        self._name = name
         self._wait_until: Optional[datetime] = None
-        aligner.join(self)
+        aligner.join(name)
 
     def next_batch(self) -> list:
-        if not self._aligner.may_read(self):
+        name = self._name
+        if not self._aligner.may_read(name):
             self._wait_until = datetime.now(timezone.utc) + THROTTLE
             return []
         self._wait_until = None
         try:
             batch = list(self._inner.next_batch())
         except StopIteration:
-            self._aligner.leave(self)
+            self._aligner.leave(name)
             raise
         if batch:
             value = getattr(batch[-1], "value", None)
-            self._aligner.read(self, peek_time_us(value) if value else None)
+            self._aligner.read(name, peek_time_us(value) if value else None)
         else:
-            self._aligner.empty(self, time.monotonic())
+            self._aligner.empty(name, time.monotonic())
         return batch
 
     def next_awake(self) -> Optional[datetime]:
@@ -80,7 +83,7 @@ class _AlignedPartition(StatefulSourcePartition[Any, Any]):
         return self._inner.snapshot()
 
     def close(self) -> None:
-        self._aligner.leave(self)
+        self._aligner.leave(self._name)
         self._inner.close()
 
 
@@ -90,14 +93,16 @@ class AlignedSource(FixedPartitionedSource[Any, Any]):
 
     def __init__(self, inner: FixedPartitionedSource, max_skew_us: int) -> None:
         self._inner = inner
-        self._aligner = PartitionAligner(max_skew_us)
+        self.aligner = PartitionAligner(max_skew_us)
 
     def list_parts(self) -> list[str]:
-        return self._inner.list_parts()
+        parts = self._inner.list_parts()
+        self.aligner.expect(parts, time.monotonic() + STARTUP_GRACE_S)
+        return parts
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _AlignedPartition:
         return _AlignedPartition(self._inner.build_part(step_id, for_part, resume_state),
-                                 self._aligner)
+                                 self.aligner, for_part)
 
 
 def message_value(m: KafkaSourceMessage) -> bytes:

@@ -38,7 +38,8 @@ def sample_path() -> str:
 
 def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: Sink | None = None,
                dead_sink: Sink | None = None, requeue_sink: Sink | None = None,
-               flow_id: str = "protosessions", snapshots: bool = True) -> Dataflow:
+               flow_id: str = "protosessions", snapshots: bool = True,
+               peers: bool = False) -> Dataflow:
     """Wire the steps.
 
     Sources yield `(location, raw bytes)` (Kafka messages are converted);
@@ -46,6 +47,8 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
     `(key, JSON bytes)`, the requeue sink (strategy `evict`) `Requeue`s.
     `snapshots=False` (a run without recovery) skips building snapshots that
     Bytewax would only throw away: it asks for them every epoch regardless.
+    `peers=True` (under `python -m bytewax.run`, maybe one process of
+    several) shares partition progress with the other processes.
     """
     config.check()
     settings = config.settings
@@ -57,7 +60,8 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
 
     message = None  # the source yields `(location, raw)`
     if config.streaming:
-        from .kafka import MESSAGE, DeliveredKafkaSink, hits_source
+        from .kafka import MESSAGE, AlignedSource, DeliveredKafkaSink, hits_source
+        from .progress import ProgressChannel
 
         kconf = kafka_config(config.kafka_config)
         brokers = config.kafka_brokers
@@ -65,6 +69,8 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
             source = hits_source(brokers, config.hits_topic, kconf, config.batch_size,
                                  tail=not config.until_end,
                                  max_skew_us=parse_duration_us(config.max_partition_skew))
+            if peers and isinstance(source, AlignedSource):
+                ProgressChannel(brokers, config.hits_topic, kconf, source.aligner).start()
             message = MESSAGE
         raw = op.input("input", flow, source)
         sessions_sink = sessions_sink or DeliveredKafkaSink(brokers, config.sessions_topic, kconf)
@@ -118,5 +124,5 @@ def __getattr__(name: str) -> Dataflow:
     `PROTOSESSIONS_*` only when asked for (importing this module builds nothing)."""
     if name == "flow":
         tune_gc()
-        return build_flow(RunConfig.from_values(from_env(os.environ)))
+        return build_flow(RunConfig.from_values(from_env(os.environ)), peers=True)
     raise AttributeError(name)

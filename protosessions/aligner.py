@@ -9,16 +9,22 @@ on Kafka", has the measurements). The aligner lets a partition be read only
 while it is at most `max_skew` ahead of the slowest partition that still has
 data, as Kafka Streams picks the partition with the oldest head record.
 Partitions that are caught up (an empty poll) or finished do not hold the
-others back, so a live stream is never slowed.
+others back, so a live stream is never slowed. Partitions read by other
+processes take part through `remote` (their progress as those processes
+publish it, see `flows.progress`); an entry not refreshed for
+`STALE_AFTER_S` is ignored, so a dead or silent peer holds nobody back.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Hashable
 
 UNKNOWN = -1  # nothing read yet: the others wait for its first batch (or its idle grace)
 IDLE_AFTER_S = 1.0  # empty polls for this long (wall time) = caught up, not a slow fetch
+STALE_AFTER_S = 2.0  # a peer's progress older than this (wall time) is ignored
+STARTUP_GRACE_S = 5.0  # how long partitions of peers not heard from yet hold the others back
 
 
 class PartitionAligner:
@@ -35,7 +41,18 @@ class PartitionAligner:
         self.idle_after_s = idle_after_s
         self._progress: dict[Hashable, int | None] = {}  # None: idle
         self._empty_since: dict[Hashable, float] = {}
+        self._remote: dict[str, tuple[float, dict[str, int | None]]] = {}  # peer -> (when, progress)
+        self._expected: set[str] = set()  # every partition of the topic, by name
+        self._done: set[Hashable] = set()  # finished here
+        self._expect_until = 0.0
         self._lock = threading.Lock()
+
+    def expect(self, names: list[str], until_s: float) -> None:
+        """Every partition of the topic: until monotonic time `until_s`, those
+        neither read here nor published by a peer yet count as not yet read."""
+        with self._lock:
+            self._expected = set(names)
+            self._expect_until = until_s
 
     def join(self, part: Hashable) -> None:
         with self._lock:
@@ -45,15 +62,39 @@ class PartitionAligner:
         with self._lock:
             self._progress.pop(part, None)
             self._empty_since.pop(part, None)
+            self._done.add(part)
 
-    def may_read(self, part: Hashable) -> bool:
-        """False while `part` is more than `max_skew` ahead of the slowest busy partition."""
+    def may_read(self, part: Hashable, now_s: float | None = None) -> bool:
+        """False while `part` is more than `max_skew` ahead of the slowest busy
+        partition (here, or a peer's as last published before `now_s`)."""
         with self._lock:
             mine = self._progress.get(part)
             if mine is None or mine == UNKNOWN:
                 return True
             busy = [p for p in self._progress.values() if p is not None]
+            if self._remote or self._expected:
+                busy.extend(self._remote_busy(time.monotonic() if now_s is None else now_s))
         return mine - min(busy) <= self.max_skew_us
+
+    def _remote_busy(self, now_s: float) -> list[int]:
+        fresh = {name: t for when, parts in self._remote.values() if now_s - when < STALE_AFTER_S
+                 for name, t in parts.items() if name not in self._progress}
+        busy = [t for t in fresh.values() if t is not None]
+        if now_s < self._expect_until and any(
+                name not in self._progress and name not in fresh and name not in self._done
+                for name in self._expected):
+            busy.append(UNKNOWN)
+        return busy
+
+    def local(self) -> dict[str, int | None]:
+        """Progress of this process's partitions (by name), to publish to peers."""
+        with self._lock:
+            return {str(k): v for k, v in self._progress.items()}
+
+    def remote(self, peer: str, parts: dict[str, int | None], now_s: float) -> None:
+        """Progress a peer process published for its partitions, received at `now_s`."""
+        with self._lock:
+            self._remote[peer] = (now_s, parts)
 
     def read(self, part: Hashable, t: int | None) -> None:
         """`part` returned a batch whose latest hit time is `t` (None: none parsed)."""

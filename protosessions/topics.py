@@ -1,4 +1,5 @@
-"""`protosessions topics create`: the hits, sessions and dead-letter topics, idempotently."""
+"""`protosessions topics create`: the hits, sessions, dead-letter and progress
+topics, idempotently."""
 
 from __future__ import annotations
 
@@ -8,15 +9,27 @@ import sys
 from .options import kafka_config
 
 
+PROGRESS_TOPIC_CONFIG = {"retention.ms": "60000"}  # progress is only ever read live
+
+
+def progress_topic(hits_topic: str) -> str:
+    """Where the processes of one job tell each other how far they have read
+    (`flows.progress`)."""
+    return hits_topic + ".progress"
+
+
 def create_topics(brokers: str, names: list[str], partitions: int, replication: int,
-                  config: dict[str, str], timeout: float = 30.0) -> dict[str, str]:
+                  config: dict[str, str], timeout: float = 30.0,
+                  topic_configs: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
     """Create each topic that is missing; returns `{topic: "created" | "exists"}`."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": brokers, **config})
+    topic_configs = topic_configs or {}
     futures = admin.create_topics([NewTopic(n, num_partitions=partitions,
-                                            replication_factor=replication) for n in names],
+                                            replication_factor=replication,
+                                            config=topic_configs.get(n, {})) for n in names],
                                   request_timeout=timeout)
     result = {}
     for name, future in futures.items():
@@ -42,10 +55,12 @@ def cmd_topics(args: argparse.Namespace) -> int:
         conf = kafka_config(args.kafka_config)
     except ValueError as e:
         raise UsageError(f"protosessions topics create: {e}") from None
-    names = [args.hits_topic, args.sessions_topic, args.dead_letter_topic]
+    progress = progress_topic(args.hits_topic)
+    names = [args.hits_topic, args.sessions_topic, args.dead_letter_topic, progress]
     try:
         result = create_topics(args.kafka_brokers, names, args.partitions,
-                               args.replication_factor, conf)
+                               args.replication_factor, conf,
+                               topic_configs={progress: PROGRESS_TOPIC_CONFIG})
     except Exception as e:  # broker unreachable, not authorised...
         raise UsageError(f"protosessions topics create: {e}") from None
     for name in names:

@@ -60,3 +60,38 @@ def test_peek_time_us_reads_the_plain_field_only() -> None:
     assert peek_time_us(b'{"server_received_time":"yesterday"}') is None
     assert peek_time_us(b'{"server_received_time":1}') is None
     assert peek_time_us(b'\xff\xfe"server_received_time":"\xff"') is None
+
+
+def test_partitions_of_peer_processes_count_while_fresh() -> None:
+    a = PartitionAligner(max_skew_us=S)
+    a.join("0-hits")
+    a.read("0-hits", 100 * S)
+    a.remote("peer", {"1-hits": 10 * S, "2-hits": None}, now_s=50.0)  # 2-hits idle there
+    assert not a.may_read("0-hits", now_s=50.5)
+    a.remote("peer", {"1-hits": 99 * S, "2-hits": None}, now_s=51.0)
+    assert a.may_read("0-hits", now_s=51.5)
+    a.remote("peer", {"1-hits": 10 * S}, now_s=52.0)
+    assert not a.may_read("0-hits", now_s=53.0)
+    assert a.may_read("0-hits", now_s=60.0)  # the peer went silent: ignored
+
+
+def test_partitions_nobody_reported_yet_hold_during_the_startup_grace() -> None:
+    a = PartitionAligner(max_skew_us=S)
+    a.expect(["0-hits", "1-hits"], until_s=5.0)
+    a.join("0-hits")
+    a.read("0-hits", 100 * S)
+    assert not a.may_read("0-hits", now_s=1.0)  # 1-hits: read by a peer not heard from yet
+    a.remote("peer", {"1-hits": 100 * S}, now_s=1.5)
+    assert a.may_read("0-hits", now_s=2.0)
+    b = PartitionAligner(max_skew_us=S)
+    b.expect(["0-hits", "1-hits"], until_s=5.0)
+    b.join("0-hits")
+    b.read("0-hits", 100 * S)
+    assert b.may_read("0-hits", now_s=5.0)  # grace over: nobody publishes it
+    c = PartitionAligner(max_skew_us=S)
+    c.expect(["0-hits", "1-hits"], until_s=5.0)
+    for p in ("0-hits", "1-hits"):
+        c.join(p)
+    c.read("0-hits", 100 * S)
+    c.leave("1-hits")  # finished here: holds nobody back
+    assert c.may_read("0-hits", now_s=1.0)

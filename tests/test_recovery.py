@@ -120,7 +120,7 @@ def test_kafka_input_survives_three_sigkills(hits_file, reference, tmp_path) -> 
               t["sessions"], "--dead-letter-topic", t["dead"], "--until-end",
               "--recovery-dir", str(rec), "--snapshot-interval", "1s")
     rng = random.Random(os.getpid() + 1)
-    kills = sum(run_killed(cmd, rng.uniform(2.0, 5.0)) for _ in range(3))
+    kills = sum(run_killed(cmd, rng.uniform(1.5, 3.0)) for _ in range(3))
     assert kills >= 2, "the run finished before it could be killed: make the input larger"
     run_to_end(cmd)
     records = [m.value() for m in consume_all(brokers, t["sessions"], idle=3.0, timeout=300)]
