@@ -32,12 +32,13 @@ PRODUCER_DEFAULTS = {
 
 
 def hits_source(brokers: str, topic: str, config: dict[str, str], batch_size: int,
-                tail: bool = True, max_skew_us: int = 0) -> FixedPartitionedSource:
+                tail: bool = True, max_skew_us: int = 0,
+                max_peer_skew_us: int | None = None) -> FixedPartitionedSource:
     """Bytewax's `KafkaSource` on the hits topic; with `max_skew_us` > 0 its
     partitions are kept level in hit time (see `protosessions.aligner`)."""
     source = KafkaSource([b.strip() for b in brokers.split(",") if b.strip()], [topic], tail=tail,
                          add_config=dict(config), batch_size=batch_size, raise_on_errors=True)
-    return AlignedSource(source, max_skew_us) if max_skew_us > 0 else source
+    return AlignedSource(source, max_skew_us, max_peer_skew_us) if max_skew_us > 0 else source
 
 
 THROTTLE = timedelta(milliseconds=5)  # how soon a partition that is ahead is polled again
@@ -91,9 +92,10 @@ class AlignedSource(FixedPartitionedSource[Any, Any]):
     """Wraps a partitioned source (Bytewax's `KafkaSource`); its partitions in
     one process share one `PartitionAligner`. Same partitions, same snapshots."""
 
-    def __init__(self, inner: FixedPartitionedSource, max_skew_us: int) -> None:
+    def __init__(self, inner: FixedPartitionedSource, max_skew_us: int,
+                 max_peer_skew_us: int | None = None) -> None:
         self._inner = inner
-        self.aligner = PartitionAligner(max_skew_us)
+        self.aligner = PartitionAligner(max_skew_us, max_peer_skew_us=max_peer_skew_us)
 
     def list_parts(self) -> list[str]:
         parts = self._inner.list_parts()

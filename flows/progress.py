@@ -26,7 +26,7 @@ from protosessions.topics import progress_topic
 
 log = logging.getLogger("protosessions")
 
-PERIOD_S = 0.2
+PERIOD_S = 0.05
 
 
 class ProgressChannel:
@@ -51,6 +51,7 @@ class ProgressChannel:
                         "(`protosessions topics create` makes it)", self.topic)
             return False
         consumer.assign([TopicPartition(self.topic, p, OFFSET_END) for p in topic.partitions])
+        self.aligner.use_peers()
         threading.Thread(target=self._run, args=(consumer,), name="protosessions-progress",
                          daemon=True).start()
         return True

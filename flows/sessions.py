@@ -68,7 +68,8 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
         if source is None:
             source = hits_source(brokers, config.hits_topic, kconf, config.batch_size,
                                  tail=not config.until_end,
-                                 max_skew_us=parse_duration_us(config.max_partition_skew))
+                                 max_skew_us=parse_duration_us(config.max_partition_skew),
+                                 max_peer_skew_us=parse_duration_us(config.max_peer_skew))
             if peers and isinstance(source, AlignedSource):
                 ProgressChannel(brokers, config.hits_topic, kconf, source.aligner).start()
             message = MESSAGE

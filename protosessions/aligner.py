@@ -36,16 +36,27 @@ class PartitionAligner:
     back; the first batch it reads puts it back in the race.
     """
 
-    def __init__(self, max_skew_us: int, idle_after_s: float = IDLE_AFTER_S) -> None:
+    def __init__(self, max_skew_us: int, idle_after_s: float = IDLE_AFTER_S,
+                 max_peer_skew_us: int | None = None) -> None:
         self.max_skew_us = max_skew_us
+        # Peers' progress arrives a publishing period late: a tight bound
+        # would have every process wait for the others' next message.
+        self.max_peer_skew_us = max_skew_us if max_peer_skew_us is None else max_peer_skew_us
         self.idle_after_s = idle_after_s
         self._progress: dict[Hashable, int | None] = {}  # None: idle
         self._empty_since: dict[Hashable, float] = {}
         self._remote: dict[str, tuple[float, dict[str, int | None]]] = {}  # peer -> (when, progress)
         self._expected: set[str] = set()  # every partition of the topic, by name
+        self._peers = False  # peers publish their progress (`use_peers`)
         self._done: set[Hashable] = set()  # finished here
         self._expect_until = 0.0
         self._lock = threading.Lock()
+
+    def use_peers(self) -> None:
+        """Peer processes publish their progress: until `expect`'s deadline,
+        partitions none of them has reported yet hold this process back."""
+        with self._lock:
+            self._peers = True
 
     def expect(self, names: list[str], until_s: float) -> None:
         """Every partition of the topic: until monotonic time `until_s`, those
@@ -72,15 +83,16 @@ class PartitionAligner:
             if mine is None or mine == UNKNOWN:
                 return True
             busy = [p for p in self._progress.values() if p is not None]
-            if self._remote or self._expected:
-                busy.extend(self._remote_busy(time.monotonic() if now_s is None else now_s))
-        return mine - min(busy) <= self.max_skew_us
+            remote = (self._remote_busy(time.monotonic() if now_s is None else now_s)
+                      if self._remote or self._expected else [])
+        return (mine - min(busy) <= self.max_skew_us
+                and (not remote or mine - min(remote) <= self.max_peer_skew_us))
 
     def _remote_busy(self, now_s: float) -> list[int]:
         fresh = {name: t for when, parts in self._remote.values() if now_s - when < STALE_AFTER_S
                  for name, t in parts.items() if name not in self._progress}
         busy = [t for t in fresh.values() if t is not None]
-        if now_s < self._expect_until and any(
+        if self._peers and now_s < self._expect_until and any(
                 name not in self._progress and name not in fresh and name not in self._done
                 for name in self._expected):
             busy.append(UNKNOWN)

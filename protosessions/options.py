@@ -69,6 +69,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch-size", 2000, "hits read per batch", "int"),
     Option("max-partition-skew", "1s", "Kafka: how far ahead in hit time one partition of the hits "
            "topic may be read before the others (in this process); 0s turns alignment off"),
+    Option("max-peer-skew", "1m", "Kafka, several processes: the same bound against partitions "
+           "read by the other processes (their progress arrives late, so it is looser)"),
 )
 
 BY_DEST = {o.dest: o for o in OPTIONS}
@@ -158,10 +160,12 @@ class RunConfig:
         if self.settings.eviction_strategy == "evict" and not self.streaming:
             raise ValueError("--eviction-strategy evict re-queues hits through the Kafka hits "
                              "topic: it needs --kafka-brokers")
-        try:
-            parse_duration_us(self.max_partition_skew)
-        except ValueError as e:
-            raise ValueError(f"--max-partition-skew: {e}") from None
+        for flag, value in (("max-partition-skew", self.max_partition_skew),
+                            ("max-peer-skew", self.max_peer_skew)):
+            try:
+                parse_duration_us(value)
+            except ValueError as e:
+                raise ValueError(f"--{flag}: {e}") from None
         conf = kafka_config(self.kafka_config)
         for key, bad in (("enable.idempotence", "false"), ("acks", "0"), ("acks", "1")):
             if str(conf.get(key, "")).lower() == bad:

@@ -63,7 +63,7 @@ def test_peek_time_us_reads_the_plain_field_only() -> None:
 
 
 def test_partitions_of_peer_processes_count_while_fresh() -> None:
-    a = PartitionAligner(max_skew_us=S)
+    a = PartitionAligner(max_skew_us=S, max_peer_skew_us=S)
     a.join("0-hits")
     a.read("0-hits", 100 * S)
     a.remote("peer", {"1-hits": 10 * S, "2-hits": None}, now_s=50.0)  # 2-hits idle there
@@ -80,18 +80,36 @@ def test_partitions_nobody_reported_yet_hold_during_the_startup_grace() -> None:
     a.expect(["0-hits", "1-hits"], until_s=5.0)
     a.join("0-hits")
     a.read("0-hits", 100 * S)
+    assert a.may_read("0-hits", now_s=1.0)  # no peers publish: nothing to wait for
+    a.use_peers()
     assert not a.may_read("0-hits", now_s=1.0)  # 1-hits: read by a peer not heard from yet
     a.remote("peer", {"1-hits": 100 * S}, now_s=1.5)
     assert a.may_read("0-hits", now_s=2.0)
     b = PartitionAligner(max_skew_us=S)
+    b.use_peers()
     b.expect(["0-hits", "1-hits"], until_s=5.0)
     b.join("0-hits")
     b.read("0-hits", 100 * S)
     assert b.may_read("0-hits", now_s=5.0)  # grace over: nobody publishes it
     c = PartitionAligner(max_skew_us=S)
+    c.use_peers()
     c.expect(["0-hits", "1-hits"], until_s=5.0)
     for p in ("0-hits", "1-hits"):
         c.join(p)
     c.read("0-hits", 100 * S)
     c.leave("1-hits")  # finished here: holds nobody back
     assert c.may_read("0-hits", now_s=1.0)
+
+
+def test_peers_get_their_own_looser_bound() -> None:
+    a = PartitionAligner(max_skew_us=S, max_peer_skew_us=60 * S)
+    for p in ("0-hits", "1-hits"):
+        a.join(p)
+    a.read("0-hits", 100 * S)
+    a.read("1-hits", 98 * S)
+    assert not a.may_read("0-hits", now_s=1.0)  # 2 s ahead of a partition read here
+    a.read("1-hits", 100 * S)
+    a.remote("peer", {"2-hits": 50 * S}, now_s=1.0)
+    assert a.may_read("0-hits", now_s=1.0)  # 50 s ahead of a peer's: within 60 s
+    a.remote("peer", {"2-hits": 30 * S}, now_s=1.0)
+    assert not a.may_read("0-hits", now_s=1.0)

@@ -234,3 +234,47 @@ def test_topics_create_is_idempotent_and_makes_the_progress_topic() -> None:
     assert all(len(md[n].partitions) == 3 for n in names)
     [conf] = admin.describe_configs([ConfigResource("topic", names[3])]).values()
     assert conf.result(30)["retention.ms"].value == "60000"
+
+
+def test_processes_keep_their_partitions_level_through_the_progress_topic() -> None:
+    """The dense/sparse case above, read by two processes of one cluster (as
+    the StatefulSet runs them), one partition each: without the progress
+    topic nothing holds the sparse partition's process back."""
+    from protosessions.topics import PROGRESS_TOPIC_CONFIG, progress_topic
+    from protosessions.topics import create_topics as create
+
+    brokers = bootstrap()
+    t0 = 1_735_689_600 * 1_000_000
+    dense = [hit(f"a{i}", "A", t0 + i * 1_000_000) for i in range(7200)]
+    sparse = [hit(f"b{i}", "B", t0 + i * 60_000_000) for i in range(120)]
+    in_order = sorted(dense + sparse, key=lambda raw: orjson.loads(raw)["server_received_time"])
+    want = sorted((orjson.loads(s) for _, s in Engine(Settings(), future_check=False).run(in_order)),
+                  key=lambda s: s["session_id"])
+    base = 23000 + os.getpid() % 2000
+
+    def run(n: int, with_progress_topic: bool) -> list[dict]:
+        t = topics(brokers, 2, prefix="peers")
+        if with_progress_topic:
+            progress = progress_topic(t["hits"])
+            create(brokers, [progress], 1, 1, {}, topic_configs={progress: PROGRESS_TOPIC_CONFIG})
+        produce(brokers, t["hits"], dense, partition=0)
+        produce(brokers, t["hits"], sparse, partition=1)
+        env = {**os.environ, "PROTOSESSIONS_KAFKA_BROKERS": brokers,
+               "PROTOSESSIONS_HITS_TOPIC": t["hits"], "PROTOSESSIONS_SESSIONS_TOPIC": t["sessions"],
+               "PROTOSESSIONS_DEAD_LETTER_TOPIC": t["dead"], "PROTOSESSIONS_UNTIL_END": "true",
+               "PROTOSESSIONS_BATCH_SIZE": "10"}
+        addrs = ";".join(f"127.0.0.1:{base + 10 * n + i}" for i in range(2))
+        procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", "flows.sessions:flow",
+                                   "-w", "1", "-i", str(i), "-a", addrs], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for i in range(2)]
+        for p in procs:
+            _, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err.decode()[-3000:]
+        return sorted((orjson.loads(m.value()) for m in consume_all(brokers, t["sessions"])),
+                      key=lambda s: s["session_id"])
+
+    assert run(0, with_progress_topic=True) == want
+    unaligned = run(1, with_progress_topic=False)
+    assert len(unaligned) > len(want)  # the case does need the progress topic
+    assert sum(s["hit_count"] for s in unaligned) == 7320
