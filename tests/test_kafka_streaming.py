@@ -187,13 +187,9 @@ def run_to_end(brokers: str, t: dict, *extra: str) -> list[dict]:
     return [orjson.loads(m.value()) for m in consume_all(brokers, t["sessions"])]
 
 
-def test_unequal_partitions_are_read_level_in_hit_time() -> None:
-    """Two partitions over the same two hours, one dense (client A, a hit a
-    second), one sparse (client B, a hit a minute). Read by equal counts the
-    sparse one races ahead in hit time, the clock with it, and A's hits
-    arrive late: its session is cut over and over. Kept level
-    (`--max-partition-skew`), the sessions are those of in-order input."""
-    brokers = bootstrap()
+def dense_and_sparse() -> tuple[list[bytes], list[bytes], list[dict]]:
+    """Two hours of client A (a hit a second) and client B (a hit a minute),
+    and the sessions of those hits read in order: one each."""
     t0 = 1_735_689_600 * 1_000_000  # 2025-01-01T00:00:00Z
     dense = [hit(f"a{i}", "A", t0 + i * 1_000_000) for i in range(7200)]
     sparse = [hit(f"b{i}", "B", t0 + i * 60_000_000) for i in range(120)]
@@ -201,6 +197,17 @@ def test_unequal_partitions_are_read_level_in_hit_time() -> None:
     want = sorted((orjson.loads(s) for _, s in Engine(Settings(), future_check=False).run(in_order)),
                   key=lambda s: s["session_id"])
     assert [s["hit_count"] for s in want] in ([7200, 120], [120, 7200])
+    return dense, sparse, want
+
+
+def test_unequal_partitions_are_read_level_in_hit_time() -> None:
+    """Two partitions over the same two hours, one dense (client A, a hit a
+    second), one sparse (client B, a hit a minute). Read by equal counts the
+    sparse one races ahead in hit time, the clock with it, and A's hits
+    arrive late: its session is cut over and over. Kept level
+    (`--max-partition-skew`), the sessions are those of in-order input."""
+    brokers = bootstrap()
+    dense, sparse, want = dense_and_sparse()
 
     def run(*extra: str) -> list[dict]:
         t = topics(brokers, 2, prefix="level")
@@ -244,12 +251,7 @@ def test_processes_keep_their_partitions_level_through_the_progress_topic() -> N
     from protosessions.topics import create_topics as create
 
     brokers = bootstrap()
-    t0 = 1_735_689_600 * 1_000_000
-    dense = [hit(f"a{i}", "A", t0 + i * 1_000_000) for i in range(7200)]
-    sparse = [hit(f"b{i}", "B", t0 + i * 60_000_000) for i in range(120)]
-    in_order = sorted(dense + sparse, key=lambda raw: orjson.loads(raw)["server_received_time"])
-    want = sorted((orjson.loads(s) for _, s in Engine(Settings(), future_check=False).run(in_order)),
-                  key=lambda s: s["session_id"])
+    dense, sparse, want = dense_and_sparse()
     base = 23000 + os.getpid() % 2000
 
     def run(n: int, with_progress_topic: bool) -> list[dict]:
