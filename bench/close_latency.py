@@ -28,7 +28,7 @@ from pathlib import Path
 
 import orjson
 
-from common import ROOT, add_broker_args, create_topics, kafka_broker
+from common import ROOT, add_broker_args, create_topics, kafka_broker, require_broker
 from protosessions.timefmt import format_time_us, wall_now_us
 from protosessions.units import parse_duration_us
 
@@ -157,7 +157,7 @@ def measure_latency(args: argparse.Namespace, brokers: str, duration_s: float) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_broker_args(ap, None, f"start scripts/kafka.sh on port {BROKER_PORT}, stop it at the end")
+    add_broker_args(ap, BROKER_PORT)
     ap.add_argument("--clients", type=int, default=200, help="K: one hit (one session) each")
     ap.add_argument("--rate", type=float, default=20.0, help="hits produced per second")
     ap.add_argument("--session-duration", default="2s")
@@ -168,8 +168,7 @@ def main() -> None:
                     help="stderr of the job")
     ap.add_argument("run_args", nargs="*", help="extra `protosessions run` flags, after --")
     args = ap.parse_args()
-    if not args.brokers and not args.start_broker:
-        ap.error("give --brokers HOST:PORT or --start-broker")
+    require_broker(ap, args)
     duration_s = parse_duration_us(args.session_duration) / 1e6
 
     with kafka_broker(args.brokers, args.start_broker, BROKER_PORT) as brokers:

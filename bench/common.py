@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+OUT = ROOT / "bench" / "out"  # generated hits and scratch (git-ignored)
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -38,12 +39,33 @@ def broker_cmd(cmd: str, port: int) -> str:
     return out.splitlines()[-1] if out else ""
 
 
-def add_broker_args(ap: argparse.ArgumentParser, brokers_help: str | None,
-                    start_help: str) -> None:
+def add_broker_args(ap: argparse.ArgumentParser, port: int,
+                    brokers_help: str = "HOST:PORT of a running broker (or --start-broker)") -> None:
     """`--brokers` (default $PROTOSESSIONS_KAFKA_BROKERS) and `--start-broker`."""
     ap.add_argument("--brokers", default=os.environ.get("PROTOSESSIONS_KAFKA_BROKERS"),
                     help=brokers_help)
-    ap.add_argument("--start-broker", action="store_true", help=start_help)
+    ap.add_argument("--start-broker", action="store_true",
+                    help=f"start scripts/kafka.sh on port {port}, stop it at the end")
+
+
+def require_broker(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not args.brokers and not args.start_broker:
+        ap.error("give --brokers HOST:PORT or --start-broker")
+
+
+def hits_file(hits: int = 1_000_000, clients: int = 50_000, seed: int = 1,
+              directory: Path = OUT) -> Path:
+    """The generated benchmark hits file, made once (atomically) and reused."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"hits_{hits}_{clients}_{seed}.jsonl"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        cmd = [sys.executable, "-m", "protosessions.cli", "generate", "--hits", str(hits),
+               "--clients", str(clients), "--seed", str(seed), "--output", str(tmp)]
+        print(f"generating: $ {' '.join(cmd)}", flush=True)
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        tmp.rename(path)
+    return path
 
 
 @contextmanager

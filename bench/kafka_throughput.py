@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
 import uuid
 from pathlib import Path
 
-from common import (HERE, ROOT, add_broker_args, create_topics, end_offsets, kafka_broker, measure,
-                    produce_file)
+from common import (HERE, OUT, add_broker_args, create_topics, end_offsets, hits_file, kafka_broker,
+                    measure, produce_file, require_broker)
 
 BROKER_PORT = 19600
 
@@ -41,8 +40,7 @@ def run_child(cmd: list[str], log: Path) -> tuple[float, int, str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_broker_args(ap, "HOST:PORT of a running broker (or --start-broker)",
-                    f"start scripts/kafka.sh on port {BROKER_PORT}, stop it at the end")
+    add_broker_args(ap, BROKER_PORT)
     ap.add_argument("--hits", type=int, default=1_000_000)
     ap.add_argument("--clients", type=int, default=50_000)
     ap.add_argument("--seed", type=int, default=1)
@@ -50,23 +48,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="of (a); (b) always has 1")
     ap.add_argument("--rounds", type=int, default=1,
                     help="measure a, b, a, b, ... (fresh output topics each time)")
-    ap.add_argument("--dir", default=str(ROOT / "bench" / "out"), help="hits file cache")
+    ap.add_argument("--dir", default=str(OUT), help="hits file cache")
     ap.add_argument("run_args", nargs="*", help="extra `protosessions run` flags, after --")
     args = ap.parse_args()
-    if not args.brokers and not args.start_broker:
-        ap.error("give --brokers HOST:PORT or --start-broker")
+    require_broker(ap, args)
 
     work = Path(args.dir)
-    work.mkdir(parents=True, exist_ok=True)
-    hits = work / f"hits_{args.hits}_{args.clients}_{args.seed}.jsonl"
+    hits = hits_file(args.hits, args.clients, args.seed, work)
     py = sys.executable
-    if not hits.exists():
-        print(f"generating {hits} ...", flush=True)
-        tmp = hits.with_suffix(".tmp")
-        subprocess.run([py, "-m", "protosessions.cli", "generate", "--hits", str(args.hits),
-                        "--clients", str(args.clients), "--seed", str(args.seed),
-                        "--output", str(tmp)], check=True, cwd=ROOT)
-        tmp.rename(hits)
     size = hits.stat().st_size
 
     with kafka_broker(args.brokers, args.start_broker, BROKER_PORT) as brokers:

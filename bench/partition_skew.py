@@ -22,7 +22,8 @@ from pathlib import Path
 
 import orjson
 
-from common import (ROOT, add_broker_args, create_topics, kafka_broker, measure, produce_file)
+from common import (add_broker_args, create_topics, hits_file, kafka_broker, measure, produce_file,
+                    require_broker)
 
 BROKER_PORT = 19610
 SUMMARY = re.compile(r"hits read, (\d+) sessions.*?(\d+) duplicates")
@@ -45,15 +46,12 @@ def client_id(line: bytes) -> bytes:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_broker_args(ap, "HOST:PORT of a running broker (or --start-broker)",
-                    f"start scripts/kafka.sh on port {BROKER_PORT}, stop it at the end")
-    ap.add_argument("--input", default=str(ROOT / "bench" / "out" / "hits_1000000_50000_1.jsonl"),
-                    help="hits file (bench/throughput.py generates the default one)")
+    add_broker_args(ap, BROKER_PORT)
+    ap.add_argument("--input", help="hits file (default: the generated 1M-hit benchmark file)")
     ap.add_argument("--partitions", type=int, default=2)
     args = ap.parse_args()
-    if not args.brokers and not args.start_broker:
-        ap.error("give --brokers HOST:PORT or --start-broker")
-    hits = Path(args.input)
+    require_broker(ap, args)
+    hits = Path(args.input) if args.input else hits_file()
     py = sys.executable
     run = [py, "-m", "protosessions.cli", "run"]
 

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import orjson
 
-from common import (ROOT, add_broker_args, create_topics, end_offsets, kafka_broker, produce_file)
+from common import (ROOT, add_broker_args, create_topics, end_offsets, hits_file, kafka_broker,
+                    produce_file, require_broker)
 
 from protosessions.topics import PROGRESS_TOPIC_CONFIG, progress_topic
 
@@ -34,22 +35,21 @@ BROKER_PORT = 19620
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_broker_args(ap, "HOST:PORT of a running broker (or --start-broker)",
-                    f"start scripts/kafka.sh on port {BROKER_PORT}, stop it at the end")
-    ap.add_argument("--input", default=str(ROOT / "bench" / "out" / "hits_1000000_50000_1.jsonl"))
+    add_broker_args(ap, BROKER_PORT)
+    ap.add_argument("--input", help="hits file (default: the generated 1M-hit benchmark file)")
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
-    if not args.brokers and not args.start_broker:
-        ap.error("give --brokers HOST:PORT or --start-broker")
+    require_broker(ap, args)
+    hits = Path(args.input) if args.input else hits_file()
     base_port = 21000 + os.getpid() % 2000
 
     with kafka_broker(args.brokers, args.start_broker, BROKER_PORT) as brokers:
         tag = f"procs-{uuid.uuid4().hex[:8]}"
-        hits = f"{tag}.hits"
-        create_topics(brokers, [hits], args.processes)
-        create_topics(brokers, [progress_topic(hits)], 1, {progress_topic(hits): PROGRESS_TOPIC_CONFIG})
-        n, _ = produce_file(brokers, hits, Path(args.input), "hits",
+        hits_topic = f"{tag}.hits"
+        create_topics(brokers, [hits_topic], args.processes)
+        create_topics(brokers, [progress_topic(hits_topic)], 1, {progress_topic(hits_topic): PROGRESS_TOPIC_CONFIG})
+        n, _ = produce_file(brokers, hits_topic, hits, "hits",
                             lambda line: orjson.loads(line)["client_id"].encode())
         print(f"input: {n} hits keyed by client_id in {args.processes} partitions", flush=True)
         runs = 0
@@ -58,7 +58,7 @@ def main() -> None:
                 out = f"{tag}.r{runs}"
                 create_topics(brokers, [out + ".sessions", out + ".dead"], args.processes)
                 env = {**os.environ, "PROTOSESSIONS_KAFKA_BROKERS": brokers,
-                       "PROTOSESSIONS_HITS_TOPIC": hits,
+                       "PROTOSESSIONS_HITS_TOPIC": hits_topic,
                        "PROTOSESSIONS_SESSIONS_TOPIC": out + ".sessions",
                        "PROTOSESSIONS_DEAD_LETTER_TOPIC": out + ".dead",
                        "PROTOSESSIONS_UNTIL_END": "true", "PROTOSESSIONS_MAX_PARTITION_SKEW": skew}

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import orjson
 
-from common import (ROOT, add_broker_args, create_topics, end_offsets, kafka_broker, measure,
+from common import (OUT, ROOT, add_broker_args, hits_file, create_topics, end_offsets, kafka_broker, measure,
                     produce, produce_file)
 from protosessions.timefmt import format_time_us, wall_now_us
 
@@ -252,7 +252,7 @@ def distinct_keys(path: Path) -> tuple[int, int]:
 def part2(brokers: str, hits: Path, work: Path, partitions: int, timeout: float) -> None:
     tag = f"recbench-{uuid.uuid4().hex[:8]}"
     topic = f"{tag}.hits"
-    say(f"== 2. recovery store size after the whole hits topic, Kafka streaming, snapshot 1s")
+    say("== 2. recovery store size after the whole hits topic, Kafka streaming, snapshot 1s")
     create_topics(brokers, [topic])
     n, secs = produce_file(brokers, topic, hits)
     assert end_offsets(brokers, topic) == n
@@ -278,7 +278,6 @@ def part2(brokers: str, hits: Path, work: Path, partitions: int, timeout: float)
         job.kill()
         read = m.get("protosessions_hits_in_total", 0)
         open_ = m.get("protosessions_open_proto_sessions", 0)
-        closed = sum(v for k, v in m.items() if k.startswith("protosessions_sessions_closed"))
         say(f"    {read:.0f} hits read in {took:.1f}s (incl. start-up), killed 3 s later; last scrape: "
             f"{open_:.0f} open proto-sessions")
         size = describe_store(store)
@@ -366,8 +365,8 @@ def part3(brokers: str, k: int, work: Path, partitions: int, timeout: float) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_broker_args(ap, "HOST:PORT of a running broker (parts 2 and 3), or --start-broker",
-                    "start scripts/kafka.sh on --broker-port, stop it at the end")
+    add_broker_args(ap, BROKER_PORT,
+                    "HOST:PORT of a running broker (parts 2 and 3), or --start-broker")
     ap.add_argument("--broker-port", type=int, default=BROKER_PORT)
     ap.add_argument("--parts", default="1,2,3", help="which parts to run, e.g. 1,3")
     ap.add_argument("--hits", type=int, default=1_000_000)
@@ -378,7 +377,7 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=1, help="of each fresh recovery store")
     ap.add_argument("--timeout", type=float, default=600,
                     help="per streaming job: give up waiting for its hits after this long")
-    ap.add_argument("--dir", default=str(ROOT / "bench" / "out"), help="hits cache and scratch")
+    ap.add_argument("--dir", default=str(OUT), help="hits cache and scratch")
     args = ap.parse_args()
     parts = {int(p) for p in args.parts.split(",") if p.strip()}
     if parts & {2, 3} and not args.brokers and not args.start_broker:
@@ -386,13 +385,8 @@ def main() -> None:
 
     work = Path(args.dir)
     work.mkdir(parents=True, exist_ok=True)
-    hits = work / f"hits_{args.hits}_{args.clients}_{args.seed}.jsonl"
-    if parts & {1, 2} and not hits.exists():
-        cmd = [*CLI, "generate", "--hits", str(args.hits), "--clients", str(args.clients),
-               "--seed", str(args.seed), "--output", str(hits.with_suffix(".tmp"))]
-        say(f"generating: $ {show(cmd)}")
-        subprocess.run(cmd, check=True, cwd=ROOT)
-        hits.with_suffix(".tmp").rename(hits)
+    hits = (hits_file(args.hits, args.clients, args.seed, work) if parts & {1, 2}
+            else work / f"hits_{args.hits}_{args.clients}_{args.seed}.jsonl")
     say(f"python {PY}; {os.cpu_count()} cores; 1 worker; recovery stores with "
         f"{args.partitions} partition(s); scratch in {work}")
     say()

@@ -19,7 +19,7 @@ from typing import Callable
 
 import orjson
 
-from common import ROOT
+from common import hits_file
 
 from protosessions.clock import Clock
 from protosessions.config import Settings
@@ -45,13 +45,13 @@ def batches(items: list, size: int = BATCH) -> list[list]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--input", default=str(ROOT / "bench" / "out" / "hits_1000000_50000_1.jsonl"))
+    ap.add_argument("--input", help="hits file (default: the generated 1M-hit benchmark file)")
     ap.add_argument("--lines", type=int, default=200_000)
     args = ap.parse_args()
     gc.set_threshold(100_000, 50, 100)  # as the job runs (flows.sessions.tune_gc)
 
     lines: list[bytes] = []
-    with Path(args.input).open("rb") as f:
+    with (Path(args.input) if args.input else hits_file()).open("rb") as f:
         for line in f:
             lines.append(line.rstrip(b"\n"))
             if len(lines) >= args.lines:
@@ -59,7 +59,7 @@ def main() -> None:
     n = len(lines)
     settings = Settings()
     rows: list = []
-    print(f"{n} hits from {args.input}")
+    print(f"{n} hits")
     def floor() -> None:
         loads, dumps = orjson.loads, orjson.dumps
         for raw in lines:

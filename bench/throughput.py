@@ -9,11 +9,10 @@ ratios from one run on the same data. A benchmark: it asserts nothing.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
-from common import HERE, ROOT, measure
+from common import HERE, OUT, hits_file, measure
 
 
 def prefix(src: Path, dst: Path, n: int) -> None:
@@ -32,17 +31,12 @@ def main() -> None:
     ap.add_argument("--windower-hits", type=int, default=50_000,
                     help="prefix for (c), which is quadratic in open keys")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--dir", default=str(ROOT / "bench" / "out"))
+    ap.add_argument("--dir", default=str(OUT))
     args = ap.parse_args()
 
     work = Path(args.dir)
-    work.mkdir(parents=True, exist_ok=True)
-    hits = work / f"hits_{args.hits}_{args.clients}_{args.seed}.jsonl"
+    hits = hits_file(args.hits, args.clients, args.seed, work)
     py = sys.executable
-    if not hits.exists():
-        subprocess.run([py, "-m", "protosessions.cli", "generate", "--hits", str(args.hits),
-                        "--clients", str(args.clients), "--seed", str(args.seed),
-                        "--output", str(hits)], check=True, cwd=ROOT)
     size = hits.stat().st_size
     small = work / f"prefix_{args.windower_hits}.jsonl"
     prefix(hits, small, args.windower_hits)

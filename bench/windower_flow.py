@@ -5,7 +5,7 @@ duration, event time from `server_received_time`; no identity joining)."""
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import bytewax.operators as op
 import bytewax.operators.windowing as win

@@ -14,7 +14,7 @@ import time
 from typing import Any, Sequence
 
 from . import stats
-from .options import OPTIONS, from_env, kafka_config, parse_bool, split_list
+from .options import OPTIONS, from_env, parse_bool, split_list
 from .units import parse_duration_us
 
 

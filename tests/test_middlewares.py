@@ -15,7 +15,7 @@ from protosessions.config import Settings
 from protosessions.engine import IdentityShard, SessionShard
 from protosessions.hit import Hit
 from protosessions.middleware import BaseMiddleware, Context, handler
-from protosessions.middlewares import CloseTrigger, Compaction, Dedup
+from protosessions.middlewares import Compaction, Dedup
 from protosessions.middlewares.identity import ClaimTable, IdentityJoin
 from protosessions.session import session_id, session_json
 from protosessions.state import ProtoSession, ShardState
