@@ -24,7 +24,7 @@ from pathlib import Path
 
 import orjson
 
-from common import (ROOT, add_broker_args, create_topics, end_offsets, hits_file, kafka_broker,
+from common import (OUT, ROOT, add_broker_args, create_topics, end_offsets, hits_file, kafka_broker,
                     produce_file, require_broker)
 
 from protosessions.topics import PROGRESS_TOPIC_CONFIG, progress_topic
@@ -61,7 +61,8 @@ def main() -> None:
                        "PROTOSESSIONS_HITS_TOPIC": hits_topic,
                        "PROTOSESSIONS_SESSIONS_TOPIC": out + ".sessions",
                        "PROTOSESSIONS_DEAD_LETTER_TOPIC": out + ".dead",
-                       "PROTOSESSIONS_UNTIL_END": "true", "PROTOSESSIONS_MAX_PARTITION_SKEW": skew}
+                       "PROTOSESSIONS_UNTIL_END": "true", "PROTOSESSIONS_MAX_PARTITION_SKEW": skew,
+                       "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(OUT)}  # not the checkout
                 addrs = ";".join(f"127.0.0.1:{base_port + 10 * runs + i}" for i in range(nproc))
                 start = time.perf_counter()
                 procs = []

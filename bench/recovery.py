@@ -129,7 +129,8 @@ def free_port() -> int:
 
 
 def api_env(port: int) -> dict[str, str]:
-    return {"BYTEWAX_DATAFLOW_API_ENABLED": "true", "BYTEWAX_DATAFLOW_API_PORT": str(port)}
+    return {"BYTEWAX_DATAFLOW_API_ENABLED": "true", "BYTEWAX_DATAFLOW_API_PORT": str(port),
+            "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(OUT)}  # its dataflow.json: not the checkout
 
 
 def scrape(port: int, timeout: float = 1.0) -> dict[str, float] | None:

@@ -71,8 +71,7 @@ class _AlignedPartition(StatefulSourcePartition[Any, Any]):
             self._aligner.leave(name)
             raise
         if batch:
-            value = getattr(batch[-1], "value", None)
-            self._aligner.read(name, peek_time_us(value) if value else None)
+            self._aligner.read(name, peek_time_us(message_value(batch[-1])))
         else:
             self._aligner.empty(name, time.monotonic())
         return batch

@@ -38,7 +38,6 @@ class ProgressChannel:
         self.aligner = aligner
         self.peer = uuid.uuid4().hex
         self._conf: dict[str, Any] = {"bootstrap.servers": brokers, **config}
-        self._stop = threading.Event()
 
     def start(self) -> bool:
         """Start the background thread; False (and a warning) without the topic."""
@@ -56,13 +55,10 @@ class ProgressChannel:
                          daemon=True).start()
         return True
 
-    def stop(self) -> None:
-        self._stop.set()
-
     def _run(self, consumer: Consumer) -> None:
         producer = Producer({**self._conf, "linger.ms": 0})
         try:
-            while not self._stop.is_set():
+            while True:  # a daemon thread: it ends with the process
                 producer.produce(self.topic, orjson.dumps({"peer": self.peer,
                                                            "parts": self.aligner.local()}))
                 producer.poll(0)

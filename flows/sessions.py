@@ -42,8 +42,8 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
                peers: bool = False) -> Dataflow:
     """Wire the steps.
 
-    Sources yield `(location, raw bytes)` (Kafka messages are converted);
-    the session sink gets `(ACID, session JSON bytes)`, the dead-letter sink
+    Sources yield `(location, raw bytes)`, or Kafka messages (read by the
+    parse step through `flows.kafka.MESSAGE`); the session sink gets `(ACID, session JSON bytes)`, the dead-letter sink
     `(key, JSON bytes)`, the requeue sink (strategy `evict`) `Requeue`s.
     `snapshots=False` (a run without recovery) skips building snapshots that
     Bytewax would only throw away: it asks for them every epoch regardless.

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Hashable
 
 UNKNOWN = -1  # nothing read yet: the others wait for its first batch (or its idle grace)
 IDLE_AFTER_S = 1.0  # empty polls for this long (wall time) = caught up, not a slow fetch
@@ -43,12 +42,12 @@ class PartitionAligner:
         # would have every process wait for the others' next message.
         self.max_peer_skew_us = max_skew_us if max_peer_skew_us is None else max_peer_skew_us
         self.idle_after_s = idle_after_s
-        self._progress: dict[Hashable, int | None] = {}  # None: idle
-        self._empty_since: dict[Hashable, float] = {}
+        self._progress: dict[str, int | None] = {}  # None: idle
+        self._empty_since: dict[str, float] = {}
         self._remote: dict[str, tuple[float, dict[str, int | None]]] = {}  # peer -> (when, progress)
         self._expected: set[str] = set()  # every partition of the topic, by name
         self._peers = False  # peers publish their progress (`use_peers`)
-        self._done: set[Hashable] = set()  # finished here
+        self._done: set[str] = set()  # finished here
         self._expect_until = 0.0
         self._lock = threading.Lock()
 
@@ -65,17 +64,17 @@ class PartitionAligner:
             self._expected = set(names)
             self._expect_until = until_s
 
-    def join(self, part: Hashable) -> None:
+    def join(self, part: str) -> None:
         with self._lock:
             self._progress[part] = UNKNOWN
 
-    def leave(self, part: Hashable) -> None:
+    def leave(self, part: str) -> None:
         with self._lock:
             self._progress.pop(part, None)
             self._empty_since.pop(part, None)
             self._done.add(part)
 
-    def may_read(self, part: Hashable, now_s: float | None = None) -> bool:
+    def may_read(self, part: str, now_s: float | None = None) -> bool:
         """False while `part` is more than `max_skew` ahead of the slowest busy
         partition (here, or a peer's as last published before `now_s`)."""
         with self._lock:
@@ -84,7 +83,7 @@ class PartitionAligner:
                 return True
             busy = [p for p in self._progress.values() if p is not None]
             remote = (self._remote_busy(time.monotonic() if now_s is None else now_s)
-                      if self._remote or self._expected else [])
+                      if self._peers or self._remote else [])
         return (mine - min(busy) <= self.max_skew_us
                 and (not remote or mine - min(remote) <= self.max_peer_skew_us))
 
@@ -101,14 +100,14 @@ class PartitionAligner:
     def local(self) -> dict[str, int | None]:
         """Progress of this process's partitions (by name), to publish to peers."""
         with self._lock:
-            return {str(k): v for k, v in self._progress.items()}
+            return dict(self._progress)
 
     def remote(self, peer: str, parts: dict[str, int | None], now_s: float) -> None:
         """Progress a peer process published for its partitions, received at `now_s`."""
         with self._lock:
             self._remote[peer] = (now_s, parts)
 
-    def read(self, part: Hashable, t: int | None) -> None:
+    def read(self, part: str, t: int | None) -> None:
         """`part` returned a batch whose latest hit time is `t` (None: none parsed)."""
         with self._lock:
             self._empty_since.pop(part, None)
@@ -118,7 +117,7 @@ class PartitionAligner:
             elif cur is None:
                 self._progress[part] = UNKNOWN
 
-    def empty(self, part: Hashable, now_s: float) -> None:
+    def empty(self, part: str, now_s: float) -> None:
         """`part` had nothing to read at monotonic time `now_s`."""
         with self._lock:
             if part not in self._progress:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from datetime import datetime, timezone
@@ -31,7 +32,8 @@ def start_flow(brokers: str, t: dict, *extra: str, env: dict | None = None) -> s
          "--hits-topic", t["hits"], "--sessions-topic", t["sessions"],
          "--dead-letter-topic", t["dead"], *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-        env={**os.environ, **(env or {})})
+        env={**os.environ, "BYTEWAX_DATAFLOW_API_CACHE_PATH": tempfile.gettempdir(),
+             **(env or {})})  # the API's dataflow.json: not the checkout
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -243,7 +245,7 @@ def test_topics_create_is_idempotent_and_makes_the_progress_topic() -> None:
     assert conf.result(30)["retention.ms"].value == "60000"
 
 
-def test_processes_keep_their_partitions_level_through_the_progress_topic() -> None:
+def test_processes_keep_their_partitions_level_through_the_progress_topic(tmp_path) -> None:
     """The dense/sparse case above, read by two processes of one cluster (as
     the StatefulSet runs them), one partition each: without the progress
     topic nothing holds the sparse partition's process back."""
@@ -264,7 +266,8 @@ def test_processes_keep_their_partitions_level_through_the_progress_topic() -> N
         env = {**os.environ, "PROTOSESSIONS_KAFKA_BROKERS": brokers,
                "PROTOSESSIONS_HITS_TOPIC": t["hits"], "PROTOSESSIONS_SESSIONS_TOPIC": t["sessions"],
                "PROTOSESSIONS_DEAD_LETTER_TOPIC": t["dead"], "PROTOSESSIONS_UNTIL_END": "true",
-               "PROTOSESSIONS_BATCH_SIZE": "10"}
+               "PROTOSESSIONS_BATCH_SIZE": "10",
+               "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(tmp_path)}  # not the checkout
         addrs = ";".join(f"127.0.0.1:{base + 10 * n + i}" for i in range(2))
         procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", "flows.sessions:flow",
                                    "-w", "1", "-i", str(i), "-a", addrs], cwd=ROOT, env=env,
