@@ -24,15 +24,16 @@ OPTIONAL_MAPS = ("query_params", "headers")
 
 class Hit:
     """One valid hit. `acid` starts as the hit's own ACID and is rewritten by
-    identity joining; `clock` is the worker clock when the hit was read
-    (SPEC rule 2), which decides membership for late hits."""
+    identity joining. `order` is its place in the time merge of the
+    partitions, `(M, partition, offset)`, and `clock` its `M`: the merge clock
+    at which it is handled (SPEC rule 2), known where the hit is read."""
 
     __slots__ = ("t", "clock", "id", "property_id", "client_id", "_acid",
-                 "user_id", "join_key", "raw", "has_acid", "key")
+                 "user_id", "join_key", "raw", "has_acid", "key", "order")
 
     def __init__(self, t: int, clock: int, id: str, property_id: str, client_id: str,
                  acid: str, user_id: str | None, join_key: str | None, raw: bytes,
-                 has_acid: bool = False) -> None:
+                 has_acid: bool = False, order: tuple = (0, 0, 0)) -> None:
         self.t = t
         self.clock = clock
         self.id = id
@@ -44,6 +45,7 @@ class Hit:
         self.raw = raw
         self.has_acid = has_acid  # the raw hit carries `authoritative_client_id`
         self.key = (property_id, acid)  # `(property_id, acid)`: its proto-session
+        self.order = order
 
     @property
     def acid(self) -> str:
@@ -57,7 +59,8 @@ class Hit:
 
     def __reduce__(self):  # compact pickling for exchanges between processes
         return (Hit, (self.t, self.clock, self.id, self.property_id, self.client_id,
-                      self.acid, self.user_id, self.join_key, self.raw, self.has_acid))
+                      self.acid, self.user_id, self.join_key, self.raw, self.has_acid,
+                      self.order))
 
     def __repr__(self) -> str:
         return f"Hit(id={self.id!r}, acid={self.acid!r}, t={self.t})"
