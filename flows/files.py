@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import BinaryIO, Iterable, Optional
+from typing import BinaryIO, Optional
 
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-Located = tuple  # ((file, line), raw bytes)
+from protosessions.config import Settings
+
+from .sources import Batch, Raw, ReaderPartition
 
 
-class _LinesPartition(StatefulSourcePartition[Located, Optional[tuple]]):
-    """Reads the file in large chunks and splits lines itself: a `readline`
-    call per hit costs more than the rest of the source."""
+class _LinesPartition(ReaderPartition):
+    """One JSONL file (or stdin) read in large chunks, lines split here: a
+    `readline` call per hit costs more than the rest of the source. Blank
+    lines are skipped but counted; a line's number is its merge offset."""
 
     CHUNK = 1 << 20
 
-    def __init__(self, path: str, batch_size: int, resume: Optional[tuple]) -> None:
+    def __init__(self, path: str, settings: Settings, index: int, count: int,
+                 batch_size: int, resume: Optional[tuple]) -> None:
+        super().__init__(settings, index, count, resume)
         self._path = path
         self._stdin = path == "-"
         self._f: BinaryIO = sys.stdin.buffer if self._stdin else open(path, "rb")
@@ -29,7 +34,7 @@ class _LinesPartition(StatefulSourcePartition[Located, Optional[tuple]]):
         self._batch = batch_size
         self._eof = False
         if resume is not None and not self._stdin:
-            self._offset, self._line = resume
+            self._offset, self._line = resume[0]
             self._f.seek(self._offset)
 
     def _fill(self) -> None:
@@ -44,11 +49,9 @@ class _LinesPartition(StatefulSourcePartition[Located, Optional[tuple]]):
         self._tail = lines.pop()
         self._pending.extend(lines)
 
-    def next_batch(self) -> Iterable[Located]:
+    def read_raw(self) -> tuple[list[Raw], bool, bool]:
         while len(self._pending) < self._batch and not self._eof:
             self._fill()
-        if not self._pending and self._eof:
-            raise StopIteration()
         take = self._pending[:self._batch]
         del self._pending[:self._batch]
         name = self._path
@@ -61,12 +64,12 @@ class _LinesPartition(StatefulSourcePartition[Located, Optional[tuple]]):
             if raw[-1:] == b"\r":
                 raw = raw[:-1]
             if raw.strip():
-                out.append(((name, line), raw))
+                out.append((line, raw, (name, line)))
         self._line = line
         self._offset += size
-        return out
+        return out, self._eof and not self._pending, False
 
-    def snapshot(self) -> Optional[tuple]:
+    def position(self) -> Optional[tuple]:
         return None if self._stdin else (self._offset, self._line)
 
     def close(self) -> None:
@@ -74,19 +77,23 @@ class _LinesPartition(StatefulSourcePartition[Located, Optional[tuple]]):
             self._f.close()
 
 
-class JsonlSource(FixedPartitionedSource[Located, Optional[tuple]]):
-    """Lines of one file (or stdin) as `((path, line number), raw bytes)`,
-    blank lines skipped but counted. Resumes at the snapshotted offset."""
+class JsonlSource(FixedPartitionedSource[Batch, tuple]):
+    """JSONL files (or stdin), each one partition of the time merge, in the
+    order given. Resumes at the snapshotted offsets."""
 
-    def __init__(self, path: str, batch_size: int = 2000) -> None:
-        self.path = path
+    def __init__(self, paths: list[str], settings: Settings, batch_size: int = 2000) -> None:
+        self.paths = list(paths)
+        self.settings = settings
         self.batch_size = batch_size
 
     def list_parts(self) -> list[str]:
-        return [self.path]
+        return [f"{i}:{p}" for i, p in enumerate(self.paths)]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Optional[tuple]) -> _LinesPartition:
-        return _LinesPartition(self.path, self.batch_size, resume_state)
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[tuple]
+                   ) -> _LinesPartition:
+        index = int(for_part.split(":", 1)[0])
+        return _LinesPartition(self.paths[index], self.settings, index, len(self.paths),
+                               self.batch_size, resume_state)
 
 
 STDERR = "/dev/stderr"

@@ -1,7 +1,12 @@
 """The protosessions dataflow.
 
-    input -> parse -> (dead letters) -> identity [keyed by join-key group]
-          -> sessions [keyed by (property_id, ACID) group] -> output
+    input (read, validate, stamp merge keys) -> (dead letters)
+          -> identity [keyed by join-key group] -> sessions [keyed by
+          (property_id, ACID) group] -> output
+
+Both keyed steps handle their hits in the time merge of the input
+partitions (SPEC rule 2), so the sessions do not depend on read pace,
+batching, workers or processes.
 
 Files in, files out; or Kafka in, Kafka out (`PROTOSESSIONS_KAFKA_BROKERS`).
 Launch with `python -m bytewax.run flows.sessions:flow` (configured by
@@ -21,12 +26,11 @@ from bytewax.outputs import Sink
 
 from protosessions.closer import Requeue
 from protosessions.options import RunConfig, from_env, kafka_config
-from protosessions.units import parse_duration_us
-
 from . import metrics
+from .backlog import backlog
 from .files import STDERR, JsonlSink, JsonlSource
-from .steps import (IdentityLogic, SessionLogic, WorkerClocks, dead_letters, keyed_hits,
-                    make_parse, rekey_by_session)
+from .steps import (IdentityLogic, SessionLogic, dead_letters, make_clock, to_identity,
+                    to_sessions)
 
 SAMPLE = "sample_hits.jsonl"
 
@@ -38,64 +42,60 @@ def sample_path() -> str:
 
 def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: Sink | None = None,
                dead_sink: Sink | None = None, requeue_sink: Sink | None = None,
-               flow_id: str = "protosessions", snapshots: bool = True,
-               peers: bool = False) -> Dataflow:
+               flow_id: str = "protosessions", snapshots: bool = True) -> Dataflow:
     """Wire the steps.
 
-    Sources yield `(location, raw bytes)`, or Kafka messages (read by the
-    parse step through `flows.kafka.MESSAGE`); the session sink gets `(ACID, session JSON bytes)`, the dead-letter sink
-    `(key, JSON bytes)`, the requeue sink (strategy `evict`) `Requeue`s.
+    A source yields `(hits, dead letters, progress)` batches (`flows.sources`:
+    files, Kafka partitions, or in-memory partitions in tests); the session
+    sink gets `(ACID, session JSON bytes)`, the dead-letter sink `(key, JSON
+    bytes)`, the requeue sink (strategy `evict`) `Requeue`s.
     `snapshots=False` (a run without recovery) skips building snapshots that
     Bytewax would only throw away: it asks for them every epoch regardless.
-    `peers=True` (under `python -m bytewax.run`, maybe one process of
-    several) shares partition progress with the other processes.
     """
     config.check()
     settings = config.settings
     streaming = config.streaming and not config.until_end  # the clock follows wall time
-    clocks = WorkerClocks(streaming=streaming, skip_catching_up=bool(config.skip_catching_up),
-                          idle_us=settings.tick_us)  # idle: no hit for a tick of wall time
+    finite = not streaming
+    # Strategy evict moves claims between join keys: one identity shard sees them all.
+    ishards = 1 if settings.eviction_strategy == "evict" else settings.identity_shards
     metrics.register()
+    backlog.reset(config.max_held_hits)
     flow = Dataflow(flow_id)
 
-    message = None  # the source yields `(location, raw)`
     if config.streaming:
-        from .kafka import MESSAGE, AlignedSource, DeliveredKafkaSink, hits_source
-        from .progress import ProgressChannel
+        from .kafka import DeliveredKafkaSink
+        from .kafka_source import HitsSource
 
         kconf = kafka_config(config.kafka_config)
         brokers = config.kafka_brokers
-        if source is None:
-            source = hits_source(brokers, config.hits_topic, kconf, config.batch_size,
-                                 tail=not config.until_end,
-                                 max_skew_us=parse_duration_us(config.max_partition_skew),
-                                 max_peer_skew_us=parse_duration_us(config.max_peer_skew))
-            if peers and isinstance(source, AlignedSource):
-                ProgressChannel(brokers, config.hits_topic, kconf, source.aligner).start()
-            message = MESSAGE
-        raw = op.input("input", flow, source)
+        source = source or HitsSource(brokers, config.hits_topic, kconf, settings,
+                                      config.batch_size, tail=not config.until_end)
         sessions_sink = sessions_sink or DeliveredKafkaSink(brokers, config.sessions_topic, kconf)
         dead_sink = dead_sink or DeliveredKafkaSink(brokers, config.dead_letter_topic, kconf)
         if settings.eviction_strategy == "evict":
             requeue_sink = requeue_sink or DeliveredKafkaSink(brokers, config.hits_topic, kconf)
         dead_key = None
     else:
-        source = source or JsonlSource(config.input or sample_path(), config.batch_size)
-        raw = op.input("input", flow, source)
+        source = source or JsonlSource(list(config.input or [sample_path()]), settings,
+                                       config.batch_size)
         sessions_sink = sessions_sink or JsonlSink(config.output or "-")
         dead_sink = dead_sink or JsonlSink(config.dead_letter or STDERR)
         dead_key = "dead"
 
-    parsed = op.flat_map_batch("parse", raw, make_parse(settings, clocks, message))
-    op.output("write_dead_letters", op.flat_map_batch("rejects", parsed, dead_letters(dead_key)),
+    read = op.input("input", flow, source)
+    op.output("write_dead_letters", op.flat_map_batch("rejects", read, dead_letters(dead_key)),
               dead_sink)
-    by_join_key = op.flat_map_batch("key_by_join_key", parsed, keyed_hits(settings.identity_shards))
+    by_join_key = op.flat_map_batch("key_by_join_key", read, to_identity(ishards))
     joined = op.stateful_batch("identity", by_join_key,
-                               lambda resume: IdentityLogic(settings, resume, snapshots))
-    by_acid = op.flat_map_batch("key_by_acid", joined, rekey_by_session(settings.shards))
-    closed = op.stateful_batch("sessions", by_acid,
-                               lambda resume: SessionLogic(settings, clocks, resume, not streaming,
-                                                                snapshots))
+                               lambda resume: IdentityLogic(settings, resume, finite, ishards,
+                                                            snapshots))
+    by_acid = op.flat_map_batch("key_by_acid", joined, to_sessions(settings.shards))
+    idle_us = settings.tick_us  # idle: no hit for a tick of wall time
+    closed = op.stateful_batch(
+        "sessions", by_acid,
+        lambda resume: SessionLogic(settings, make_clock(streaming, bool(config.skip_catching_up),
+                                                         idle_us),
+                                    resume, finite, snapshots))
     op.output("write_sessions", op.flat_map_batch("closed_sessions", closed, _sessions),
               sessions_sink)
     if requeue_sink is not None:
@@ -125,5 +125,5 @@ def __getattr__(name: str) -> Dataflow:
     `PROTOSESSIONS_*` only when asked for (importing this module builds nothing)."""
     if name == "flow":
         tune_gc()
-        return build_flow(RunConfig.from_values(from_env(os.environ)), peers=True)
+        return build_flow(RunConfig.from_values(from_env(os.environ)))
     raise AttributeError(name)

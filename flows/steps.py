@@ -1,5 +1,6 @@
-"""The dataflow's steps: parse, identity, sessions. Thin wrappers that hand
-batches to the library and tell Bytewax when to wake a key up or drop it."""
+"""The dataflow's keyed steps: identity, then sessions, each handling its
+share of the hits in time-merge order (SPEC rule 2). Thin wrappers that hand
+batches to the library and tell Bytewax when to wake a key up."""
 
 from __future__ import annotations
 
@@ -15,88 +16,36 @@ from protosessions import stats
 from protosessions.clock import Clock, WallFollowingClock
 from protosessions.config import Settings
 from protosessions.engine import IdentityShard, SessionShard, identity_shard, session_shard
-from protosessions.hit import DeadLetter, Hit, parse_hit, source_dict
+from protosessions.hit import Hit
+from protosessions.merge import END, MergeBuffer, Watermark
 from protosessions.timefmt import format_time_us, wall_now_us
 
-from . import metrics
+from . import metrics, stop
+from .backlog import backlog
 
 log = logging.getLogger("protosessions")
 
 
-class WorkerClocks:
-    """The clocks of one dataflow: one per worker (thread) and step (SPEC rule 2).
-
-    Made anew by each `build_flow`, so two runs in one thread share nothing.
-    Streaming, the session step's clock also follows wall time while idle;
-    with `skip_catching_up` it starts at wall time instead of where the
-    snapshot left it.
-    """
-
-    def __init__(self, streaming: bool = False, skip_catching_up: bool = False,
-                 idle_us: int = 1_000_000) -> None:
-        self._local = threading.local()
-        self.streaming = streaming
-        self.skip_catching_up = skip_catching_up
-        self.idle_us = idle_us
-
-    def get(self, step: str) -> Clock:
-        clocks = getattr(self._local, "clocks", None)
-        if clocks is None:
-            clocks = self._local.clocks = {}
-        clock = clocks.get(step)
-        if clock is None:
-            if self.streaming and step == "sessions":
-                wall = wall_now_us()
-                clock = WallFollowingClock(wall if self.skip_catching_up else 0, wall,
-                                           self.idle_us)
-            else:
-                clock = Clock()
-            clocks[step] = clock
-            if step == "sessions":
-                metrics.watch_clock(clock)
-        return clock
+def make_clock(streaming: bool, skip_catching_up: bool, idle_us: int) -> Clock:
+    """A session shard's clock. Streaming, it also follows wall time while
+    every partition is caught up and idle; with `skip_catching_up` it starts
+    at wall time instead of where the snapshot left it."""
+    if not streaming:
+        return Clock()
+    wall = wall_now_us()
+    return WallFollowingClock(wall if skip_catching_up else 0, wall, idle_us)
 
 
-def make_parse(settings: Settings, clocks: WorkerClocks,
-               message: Optional[tuple[Callable[[Any], bytes], Callable[[Any], tuple]]] = None
-               ) -> Callable[[list], list]:
-    """Batch of input items -> one `(hits, dead letters)` item, in input order.
-
-    Items are `(location, raw)`, or with `message=(value, location)` source
-    messages read through those two functions (the location only for
-    rejects, so Kafka messages are not re-packed one by one). Each hit is
-    stamped with this worker's running clock, so membership of a late hit
-    does not depend on how the keyed steps regroup batches. Hits travel
-    between steps as lists, one item per batch and key group: Bytewax then
-    pays its per-item cost per batch, not per hit.
-    """
-
-    def parse(batch: list) -> list:
-        clock = clocks.get("parse")
-        wall = wall_now_us()
-        hits: list[Hit] = []
-        dead: list[DeadLetter] = []
-        c = stats.counter()
-        raws = [raw for _, raw in batch] if message is None else list(map(message[0], batch))
-        for i, raw in enumerate(raws):
-            hit = parse_hit(raw, settings, wall, clock.now)
-            if hit.__class__ is Hit:
-                clock.advance(hit.t)
-                hits.append(hit)
-            else:
-                loc = batch[i][0] if message is None else message[1](batch[i])
-                dead.append(DeadLetter(hit, raw, source_dict(loc)))
-                c["dead_letters"] += 1
-                c["dead:" + hit] += 1
-        c["hits_read"] += len(batch)
-        return [(hits, dead)]
-
-    return parse
+def dead_letters(key: str | None) -> Callable[[list], list]:
+    """Rejects of the source batches as `(key, dead-letter JSON)`."""
+    def rejects(batch: list) -> list:
+        return [(key, d.to_json()) for _, dead, _ in batch for d in dead]
+    return rejects
 
 
-def _grouped(hits: Iterable[Hit], key: Callable[[Hit], str]) -> list[tuple[str, list[Hit]]]:
-    """`(key, hits of that key)` items, each list in arrival order."""
-    groups: dict[str, list[Hit]] = {}
+def _grouped(hits: Iterable[Any], key: Callable[[Any], str]) -> dict[str, list]:
+    """Hits by routing key, each list in arrival order."""
+    groups: dict[str, list] = {}
     for h in hits:
         k = key(h)
         g = groups.get(k)
@@ -104,101 +53,173 @@ def _grouped(hits: Iterable[Hit], key: Callable[[Hit], str]) -> list[tuple[str, 
             groups[k] = [h]
         else:
             g.append(h)
-    return list(groups.items())
+    return groups
 
 
-def keyed_hits(shards: int) -> Callable[[list], list]:
-    """`(hits, _)` items -> `(identity shard, hits)` items."""
+def _spread(hits: list, progress: Optional[tuple], shards: int, prefix: str,
+            key: Callable[[Any], str]) -> list:
+    """`(shard key, (shard number, hits, progress))` items: hits to their
+    shards, and progress (when there is some) to every shard."""
+    groups = _grouped(hits, key) if shards > 1 else ({prefix + "0": hits} if hits else {})
+    if progress is None:
+        return [(k, (int(k[1:]), hs, None)) for k, hs in groups.items()]
+    return [(prefix + str(i), (i, groups.get(prefix + str(i), []), progress))
+            for i in range(shards)]
+
+
+def to_identity(shards: int) -> Callable[[list], list]:
+    """Source batches -> identity shard items (by join key)."""
+    def key(h: Hit) -> str:
+        return identity_shard(h, shards)
+
     def route(batch: list) -> list:
-        if shards == 1:
-            return [("i0", hits) for hits, _ in batch if hits]
-        return [kv for hits, _ in batch for kv in _grouped(hits, lambda h: identity_shard(h, shards))]
+        return [kv for hits, _, progress in batch for kv in _spread(hits, progress, shards, "i", key)]
     return route
 
 
-def dead_letters(key: str | None) -> Callable[[list], list]:
-    """Rejects as `(key, dead-letter JSON)`."""
-    def rejects(batch: list) -> list:
-        return [(key, d.to_json()) for _, dead in batch for d in dead]
-    return rejects
+def to_sessions(shards: int) -> Callable[[list], list]:
+    """Identity output -> session shard items (by `(property_id, ACID)`, now final)."""
+    def key(h: Any) -> str:
+        return session_shard(h, shards)
 
-
-def rekey_by_session(shards: int) -> Callable[[list], list]:
-    """After identity joining the ACID is final: hit lists regrouped by session shard."""
     def route(batch: list) -> list:
-        return [kv for _, hits in batch for kv in _grouped(hits, lambda h: session_shard(h, shards))]
+        return [kv for _, (hits, progress) in batch
+                for kv in _spread(hits, progress, shards, "s", key)]
     return route
 
 
-def _flat(values: list[list[Hit]]) -> list[Hit]:
-    return values[0] if len(values) == 1 else [h for hits in values for h in hits]
+class _Merging:
+    """What both keyed steps share: hits held until the watermark of their
+    upstream passes them (`protosessions.merge`), counted in the process's
+    backlog, and in the snapshot so a resumed job continues the same order."""
+
+    def __init__(self, resume: Optional[tuple]) -> None:
+        self.marks = Watermark.restore(resume[0]) if resume else Watermark()
+        self.buffer = MergeBuffer(list(resume[1]) if resume else [])
+        self.index = resume[2] if resume else -1  # this shard's number, from its items
+        backlog.add(len(self.buffer), -1)
+
+    def take(self, values: list) -> tuple[list, bool]:
+        """Buffer the items `(shard number, hits, progress)`; the hits now
+        ready, in key order, and whether any progress came."""
+        buffer, marks = self.buffer, self.marks
+        held = len(buffer)
+        moved = False
+        for index, hits, progress in values:
+            self.index = index
+            if hits:
+                buffer.add(hits)
+            if progress is not None:
+                marks.update(progress)
+                moved = True
+        w = marks.watermark()
+        ready = buffer.release(w)
+        backlog.add(len(buffer) - held, w)
+        return ready, moved
+
+    def release_all(self) -> list:
+        ready = self.buffer.release(END)
+        backlog.add(-len(ready), END)
+        return ready
+
+    def merge_snapshot(self) -> tuple:
+        return (self.marks.snapshot(), tuple(self.buffer.pending), self.index)
 
 
-def _next_tick(tick_us: int) -> datetime:
-    return datetime.now(timezone.utc) + timedelta(microseconds=tick_us)
+class IdentityLogic(_Merging, StatefulBatchLogic[tuple, tuple, tuple]):
+    """One identity shard: rewrites ACIDs, in merge order, then passes the
+    hits and its own progress (its watermark and clock) on to every session
+    shard. Kept for the whole run: its watermark is needed even when it holds
+    no claim."""
 
-
-class IdentityLogic(StatefulBatchLogic[list[Hit], list[Hit], tuple]):
-    """One identity shard: rewrites ACIDs. Kept even with no live claim, so
-    its clock survives (there are only `--identity-shards` of them)."""
-
-    def __init__(self, settings: Settings, resume: Optional[tuple], snapshots: bool = True) -> None:
+    def __init__(self, settings: Settings, resume: Optional[tuple], finite: bool,
+                 shards: int, snapshots: bool = True) -> None:
+        _Merging.__init__(self, resume[1] if resume else None)
         self.settings = settings
-        self.shard = IdentityShard(settings, resume)
+        self.shard = IdentityShard(settings, resume[0] if resume else None)
+        self.finite = finite
+        self.shards = shards
         self.snapshots = snapshots
+        self._sent: Optional[tuple] = resume[2] if resume else None
 
-    def on_batch(self, values: list[list[Hit]]) -> tuple[Iterable[list[Hit]], bool]:
-        out = self.shard.on_hits(_flat(values))
-        return ([out] if out else []), self.RETAIN
+    def on_batch(self, values: list[tuple]) -> tuple[list, bool]:
+        ready, _ = self.take(values)
+        return self._pass_on(ready, self.marks.watermark()), self.RETAIN
 
-    def on_notify(self) -> tuple[Iterable[Hit], bool]:
-        self.shard.tick()
+    def _pass_on(self, ready: list, w: int) -> list:
+        out = self.shard.on_hits(ready) if ready else []
+        clock = self.marks.clock()
+        self.shard.tick(clock)
+        progress = None
+        if (w, clock) != self._sent:
+            self._sent = (w, clock)
+            progress = (self.index, w, w >= END, self.shards, clock)
+        return [(out, progress)] if out or progress is not None else []
+
+    def on_notify(self) -> tuple[list, bool]:
+        self.shard.tick(self.marks.clock())
         return [], self.RETAIN
 
-    def on_eof(self) -> tuple[Iterable[Hit], bool]:
-        return [], self.RETAIN
+    def on_eof(self) -> tuple[list, bool]:
+        if not self.finite or stop.requested():  # stopped: what waits is in the snapshot
+            return [], self.RETAIN
+        return self._pass_on(self.release_all(), END), self.RETAIN
 
     def notify_at(self) -> Optional[datetime]:
         return None if self.shard.empty else _next_tick(max(self.settings.tick_us, 1_000_000))
 
     def snapshot(self) -> Optional[tuple]:
-        return self.shard.snapshot() if self.snapshots else None
+        if not self.snapshots:
+            return None
+        return (self.shard.snapshot(), self.merge_snapshot(), self._sent)
 
 
-class SessionLogic(StatefulBatchLogic[list[Hit], Any, tuple]):
-    """One session shard: the middleware chain on each batch, clock-driven
-    closes on each tick, and (reading a finite input) everything closed at EOF.
-    Dropped as soon as it holds no open proto-session."""
+class SessionLogic(_Merging, StatefulBatchLogic[tuple, Any, tuple]):
+    """One session shard: the middleware chain on its hits in merge order,
+    clock-driven closes as the merge clock moves (every shard learns it from
+    the progress of the identity shards), and at the end of a finite input
+    everything closed. Kept for the whole run, for its watermark."""
 
-    def __init__(self, settings: Settings, clocks: WorkerClocks, resume: Optional[tuple],
+    def __init__(self, settings: Settings, clock: Clock, resume: Optional[tuple],
                  finite: bool, snapshots: bool = True) -> None:
+        _Merging.__init__(self, resume[1] if resume else None)
         self.settings = settings
         self.finite = finite
         self.snapshots = snapshots
-        self.clock = clocks.get("sessions")
-        self.shard = SessionShard(settings, self.clock, resume)
-        if self.clock.__class__ is WallFollowingClock:  # a restored clock runs on from now
-            self.clock.mark(wall_now_us())  # type: ignore[attr-defined]
+        self.clock = clock
+        self.shard = SessionShard(settings, clock, resume[0] if resume else None)
+        self.following = clock.__class__ is WallFollowingClock
+        if self.following:  # a restored clock runs on from now
+            clock.mark(wall_now_us())  # type: ignore[attr-defined]
+        metrics.watch_clock(clock)
         self._open = len(self.shard.state.sessions)
         stats.counter()["open"] += self._open
 
-    def on_batch(self, values: list[list[Hit]]) -> tuple[Iterable, bool]:
-        out = self.shard.on_hits(_flat(values))
-        if self.clock.__class__ is WallFollowingClock:
+    def on_batch(self, values: list[tuple]) -> tuple[Iterable, bool]:
+        ready, moved = self.take(values)
+        out = self.shard.on_hits(ready) if ready else []
+        clock = self.marks.clock()
+        if clock > self.clock.now:
+            self.clock.advance(clock)
+            out.extend(self.shard.tick())
+        if self.following and (ready or moved):
             self.clock.mark(wall_now_us())  # type: ignore[attr-defined]
         return self._drain(out)
 
     def on_notify(self) -> tuple[Iterable, bool]:
-        if self.clock.__class__ is WallFollowingClock:
+        if self.following and self.marks.watermark() >= END:  # every partition caught up
             wall = wall_now_us()
             self.clock.follow(wall)  # type: ignore[attr-defined]
             catching_up.report(self.clock, wall, self.settings.tick_us)
         return self._drain(self.shard.tick())
 
     def on_eof(self) -> tuple[Iterable, bool]:
-        if not self.finite:  # a stopped stream closes nothing: its state is in the snapshot
-            return [], self.shard.empty
-        return self._drain(self.shard.close_all())
+        if not self.finite or stop.requested():  # stopped: its state is in the snapshot
+            return [], self.RETAIN
+        out = self.shard.on_hits(self.release_all())
+        self.clock.advance(self.marks.clock())
+        out.extend(self.shard.close_all())
+        return self._drain(out)
 
     def _drain(self, closed: list) -> tuple[list, bool]:
         c = stats.counter()
@@ -210,7 +231,7 @@ class SessionLogic(StatefulBatchLogic[list[Hit], Any, tuple]):
         if n != self._open:
             c["open"] += n - self._open
             self._open = n
-        return closed, self.shard.empty
+        return closed, self.RETAIN
 
     def notify_at(self) -> Optional[datetime]:
         """Every tick; streaming, also just when an idle clock passes the next
@@ -219,7 +240,7 @@ class SessionLogic(StatefulBatchLogic[list[Hit], Any, tuple]):
             return None
         tick = self.settings.tick_us
         nb = self.shard.state.wheel.next_bucket()
-        if self.clock.__class__ is WallFollowingClock and nb is not None:
+        if self.following and nb is not None:
             due = self.clock.wall_at((nb + 1) * tick)  # type: ignore[attr-defined]
             now = wall_now_us()
             if due < now + tick:
@@ -227,7 +248,13 @@ class SessionLogic(StatefulBatchLogic[list[Hit], Any, tuple]):
         return _next_tick(tick)
 
     def snapshot(self) -> Optional[tuple]:
-        return self.shard.snapshot() if self.snapshots else None
+        if not self.snapshots:
+            return None
+        return (self.shard.snapshot(), self.merge_snapshot())
+
+
+def _next_tick(tick_us: int) -> datetime:
+    return datetime.now(timezone.utc) + timedelta(microseconds=tick_us)
 
 
 class _CatchingUp:

@@ -80,8 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_values(args: argparse.Namespace) -> dict[str, Any]:
     values = {o.dest: getattr(args, o.dest) for o in OPTIONS}
-    if values["kafka_config"] is None:
-        values["kafka_config"] = tuple(getattr(args, "kafka_config_env", ()))
+    for o in OPTIONS:  # a repeatable flag not given: the environment's list
+        if o.kind == "list":
+            values[o.dest] = tuple(values[o.dest] if values[o.dest] is not None
+                                   else getattr(args, o.dest + "_env", ()))
     for o in OPTIONS:
         if o.kind == "bool" and isinstance(values[o.dest], str):
             values[o.dest] = parse_bool(values[o.dest])
@@ -168,8 +170,9 @@ def _root_cause(e: BaseException) -> str:
 
 
 def _check_file_io(config: Any) -> None:
-    src = config.input
-    if src and src != "-":
+    for src in config.input:
+        if src == "-":
+            continue
         try:
             with open(src, "rb"):
                 pass

@@ -26,7 +26,7 @@ class Settings:
     max_hit_bytes: int = 65536
     max_future_skew_us: int = 10 * 60 * 1_000_000
     shards: int = 64
-    identity_shards: int = 1
+    identity_shards: int = 16
 
     def __post_init__(self) -> None:
         if self.session_duration_us <= 0:

@@ -75,7 +75,11 @@ class IdentityShard:
         out, self.out[:] = list(self.out), []
         return out
 
-    def tick(self) -> None:
+    def tick(self, clock: int = 0) -> None:
+        """Forget the claims the clock (moved on to `clock`) has lapsed."""
+        self.ctx.clock.advance(clock)
+        if clock > self.table.clock:
+            self.table.clock = self.state.clock = clock
         self.ctx.ping(self.ctx.clock.now)
 
     @property

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from typing import Any
 
 import orjson
@@ -70,16 +69,18 @@ class Evict:
     """Strategy `evict`: move the open proto-session of `(property_id, acid)`
     into `owner`'s, by re-queueing its hits through the input."""
 
-    __slots__ = ("property_id", "acid", "owner", "clock")
+    __slots__ = ("property_id", "acid", "owner", "clock", "order")
 
-    def __init__(self, property_id: str, acid: str, owner: str, clock: int) -> None:
+    def __init__(self, property_id: str, acid: str, owner: str, clock: int,
+                 order: tuple = (0, 0, 0)) -> None:
         self.property_id = property_id
         self.acid = acid
         self.owner = owner
         self.clock = clock
+        self.order = order  # the merge key of the hit that caused it: handled just before it
 
     def __reduce__(self):
-        return (Evict, (self.property_id, self.acid, self.owner, self.clock))
+        return (Evict, (self.property_id, self.acid, self.owner, self.clock, self.order))
 
     def __repr__(self) -> str:
         return f"Evict({self.property_id!r}, {self.acid!r} -> {self.owner!r})"
@@ -275,16 +276,6 @@ def _first_failure(obj: dict[str, Any], raw: bytes) -> str | None:
     if v is not None and not _is_str_map(v):
         return "bad_type:metadata"
     return None
-
-
-_TIME_FIELD = re.compile(rb'"server_received_time"\s*:\s*"([^"\\]{1,64})"')
-
-
-def peek_time_us(raw: bytes) -> int | None:
-    """The hit time of a raw hit without parsing it (None where it has no
-    plain one): what the partition aligner reads, once per batch."""
-    m = _TIME_FIELD.search(raw)
-    return parse_time_us(m.group(1).decode("ascii", "replace")) if m else None
 
 
 def join_key(obj: dict[str, Any], settings: Settings) -> str | None:

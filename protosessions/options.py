@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .config import Settings
-from .units import parse_duration_us
 
 ENV_PREFIX = "PROTOSESSIONS_"
 
@@ -37,7 +36,8 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("input", None, "JSONL file of hits, or - for stdin (file mode)"),
+    Option("input", (), "JSONL file of hits, or - for stdin (file mode); repeat it to read "
+           "several files as partitions of one time merge", "list"),
     Option("output", "-", "where sessions go as JSONL (file mode), - for stdout"),
     Option("dead-letter", None, "JSONL file for rejected hits (file mode; default: stderr)"),
     Option("workers", 1, "worker threads in this process", "int"),
@@ -53,8 +53,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max-hit-bytes", "65536", "larger hits are rejected (too_large)", engine=True),
     Option("max-future-skew", "10m", "hits further ahead of the wall clock are rejected", engine=True),
     Option("shards", 64, "key groups of the session step; keep it fixed across resumes", "int", engine=True),
-    Option("identity-shards", 1, "key groups of the identity step; 1 keeps every client's hits on one path, "
-           "so several workers give the same sessions as one", "int", engine=True),
+    Option("identity-shards", 16, "key groups of the identity step (by join key); keep it fixed "
+           "across resumes", "int", engine=True),
     Option("kafka-brokers", None, "HOST:PORT[,HOST:PORT]: run on Kafka instead of files"),
     Option("hits-topic", "hits", "Kafka topic to read hits from"),
     Option("sessions-topic", "sessions", "Kafka topic to write sessions to"),
@@ -67,10 +67,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("snapshot-interval", "10s", "how often state is snapshotted (Bytewax epoch)"),
     Option("backup-interval", "0s", "how long old snapshots are kept for"),
     Option("batch-size", 2000, "hits read per batch", "int"),
-    Option("max-partition-skew", "1s", "Kafka: how far ahead in hit time one partition of the hits "
-           "topic may be read before the others (in this process); 0s turns alignment off"),
-    Option("max-peer-skew", "1m", "Kafka, several processes: the same bound against partitions "
-           "read by the other processes (their progress arrives late, so it is looser)"),
+    Option("max-held-hits", 200000, "hits a process may hold back for the time merge before "
+           "it pauses reading the partitions that are ahead", "int"),
 )
 
 BY_DEST = {o.dest: o for o in OPTIONS}
@@ -160,12 +158,11 @@ class RunConfig:
         if self.settings.eviction_strategy == "evict" and not self.streaming:
             raise ValueError("--eviction-strategy evict re-queues hits through the Kafka hits "
                              "topic: it needs --kafka-brokers")
-        for flag, value in (("max-partition-skew", self.max_partition_skew),
-                            ("max-peer-skew", self.max_peer_skew)):
-            try:
-                parse_duration_us(value)
-            except ValueError as e:
-                raise ValueError(f"--{flag}: {e}") from None
+        if self.max_held_hits < 1:
+            raise ValueError("--max-held-hits must be at least 1")
+        inputs = [os.path.abspath(p) if p != "-" else p for p in self.input]
+        if len(set(inputs)) != len(inputs):
+            raise ValueError("--input: the same file is given twice")
         conf = kafka_config(self.kafka_config)
         for key, bad in (("enable.idempotence", "false"), ("acks", "0"), ("acks", "1")):
             if str(conf.get(key, "")).lower() == bad:

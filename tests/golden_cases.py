@@ -28,6 +28,33 @@ def hits_path(case: str) -> Path:
     return GOLDEN / case / "hits.jsonl"
 
 
+def partition_of_lines(case: str) -> list[int]:
+    """The partition of each line of `hits.jsonl` (golden README): from
+    `partitions.json`, else every line in partition 0."""
+    path = GOLDEN / case / "partitions.json"
+    lines = hits_path(case).read_bytes().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return json.loads(path.read_text()) if path.exists() else [0] * len(lines)
+
+
+def partitioned(case: str, spread: int = 0) -> list[list[tuple]]:
+    """The case's `((file, line), raw)` items by partition, each in line
+    order (blank lines skipped). `spread` > 0 ignores `partitions.json` and
+    deals the lines round-robin over that many partitions instead."""
+    name = str(hits_path(case))
+    raws = hits_path(case).read_bytes().split(b"\n")
+    parts_of = partition_of_lines(case)
+    if spread:
+        parts_of = [i % spread for i in range(len(parts_of))]
+    parts: list[list[tuple]] = [[] for _ in range(max(parts_of, default=0) + 1)]
+    for n, (raw, p) in enumerate(zip(raws, parts_of), 1):
+        raw = raw.rstrip(b"\r")
+        if raw.strip():
+            parts[p].append(((name, n), raw))
+    return parts
+
+
 def run_config(case: str, *extra: str) -> RunConfig:
     args = build_parser().parse_args(["run", *flags(case), *extra])
     return RunConfig.from_values(_run_values(args))

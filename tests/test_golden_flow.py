@@ -5,30 +5,22 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+from bytewax.testing import TestingSink, cluster_main, run_main
 
 from flows.sessions import build_flow
-from golden_cases import (CASES, ONE_WORKER_ONLY, assert_dead_letters, assert_sessions,
-                          expected, hits_path, run_config)
+from flows.sources import ListSource
+from golden_cases import (CASES, assert_dead_letters, assert_sessions, expected, hits_path,
+                          partitioned, run_config)
 from protosessions import stats
 from protosessions.engine import Engine
 
 
-def located_lines(case: str) -> list[tuple]:
-    name = str(hits_path(case))
-    items = []
-    for n, raw in enumerate(hits_path(case).read_bytes().split(b"\n"), 1):
-        raw = raw.rstrip(b"\r")
-        if raw.strip():
-            items.append(((name, n), raw))
-    return items
-
-
-def run_case(case: str, workers: int = 1, *extra: str, batch_size: int = 7):
+def run_case(case: str, workers: int = 1, *extra: str, batch_size: int = 7, spread: int = 0):
     sessions: list = []
     dead: list = []
-    flow = build_flow(run_config(case, *extra),
-                      source=TestingSource(located_lines(case), batch_size=batch_size),
+    config = run_config(case, *extra)
+    flow = build_flow(config, source=ListSource(partitioned(case, spread), config.settings,
+                                                batch_size),
                       sessions_sink=TestingSink(sessions), dead_sink=TestingSink(dead))
     stats.reset()
     if workers == 1:
@@ -47,12 +39,20 @@ def test_golden_flow_one_worker(case: str) -> None:
     assert totals["duplicates"] == expected(case)["duplicates"]
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c not in ONE_WORKER_ONLY])
+@pytest.mark.parametrize("case", CASES)
 def test_golden_flow_three_workers(case: str) -> None:
     sessions, dead, totals = run_case(case, 3)
-    assert_sessions(case, sessions, workers=3)
+    assert_sessions(case, sessions)
     assert_dead_letters(case, dead)
     assert totals["duplicates"] == expected(case)["duplicates"]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("batch_size", [1, 2000])
+def test_golden_flow_batch_sizes(case: str, batch_size: int) -> None:
+    """Any batch size gives the same sessions (SPEC: read pace never matters)."""
+    sessions, _, _ = run_case(case, 2, batch_size=batch_size)
+    assert_sessions(case, sessions)
 
 
 @pytest.mark.parametrize("case", ["10_max_events_keeps_every_hit", "14_late_hit_after_close",

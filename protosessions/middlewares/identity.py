@@ -128,7 +128,7 @@ class IdentityJoin(BaseMiddleware):
         for key in keys or ():
             self.table.claims[key].owner = owner
             self.table.own(key, owner)
-        next(Evict(hit.property_id, hit.acid, owner, hit.clock))  # type: ignore[arg-type]
+        next(Evict(hit.property_id, hit.acid, owner, hit.clock, hit.order))  # type: ignore[arg-type]
 
     def on_ping(self, ctx: Context, ts: int) -> None:
         """Forget claims no later hit can find alive."""

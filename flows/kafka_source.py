@@ -1,0 +1,101 @@
+"""The hits topic as a source: one `confluent_kafka.Consumer` per partition.
+
+Our own rather than Bytewax's `KafkaSource`: the time merge needs to know
+when a partition is *caught up* (it has read up to the end offset the broker
+last told it of: librdkafka's partition-EOF event), so that a live stream
+never waits for a quiet partition. Offsets and the partition's `M` are in
+the snapshots; consumer groups are not used.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional
+
+from bytewax.inputs import FixedPartitionedSource
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from protosessions.config import Settings
+
+from .sources import Batch, Raw, ReaderPartition
+
+IDLE = timedelta(milliseconds=5)  # how soon an empty partition is polled again
+METADATA_TIMEOUT_S = 10.0
+
+
+class _Partition(ReaderPartition):
+    def __init__(self, settings: Settings, config: dict[str, Any], topic: str, partition: int,
+                 count: int, batch_size: int, tail: bool, resume: Optional[tuple]) -> None:
+        super().__init__(settings, partition, count, resume)
+        self._topic = topic
+        self._partition = partition
+        self._next = resume[0] if resume else OFFSET_BEGINNING  # offset of the next message
+        self._batch = batch_size
+        self._tail = tail
+        self._consumer = Consumer(config)
+        self._consumer.assign([TopicPartition(topic, partition, self._next)])
+
+    def read_raw(self) -> tuple[list[Raw], bool, bool]:
+        out: list[Raw] = []
+        caught_up = False
+        topic, partition = self._topic, self._partition
+        for msg in self._consumer.consume(self._batch, 0):
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    caught_up = True
+                    if not self._tail:
+                        break  # --until-end: the end known at this point ends the partition
+                    continue
+                raise KafkaException(err)
+            offset = msg.offset()
+            out.append((offset, msg.value() or b"", (topic, partition, offset)))
+            self._next = offset + 1
+            caught_up = False
+        return out, caught_up and not self._tail, caught_up
+
+    def idle_until(self) -> Optional[datetime]:
+        return datetime.now(timezone.utc) + IDLE
+
+    def position(self) -> int:
+        return self._next
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class HitsSource(FixedPartitionedSource[Batch, tuple]):
+    """Every partition of the hits topic, each one partition of the time
+    merge (ties go to the lower partition number). `tail=False` ends each
+    partition at the end it had when the job reached it (`--until-end`)."""
+
+    def __init__(self, brokers: str, topic: str, config: dict[str, str], settings: Settings,
+                 batch_size: int, tail: bool = True) -> None:
+        self.brokers = brokers
+        self.topic = topic
+        self.config = config
+        self.settings = settings
+        self.batch_size = batch_size
+        self.tail = tail
+        self._parts: list[str] | None = None
+
+    def _client_config(self) -> dict[str, Any]:
+        return {"bootstrap.servers": self.brokers, **self.config}
+
+    def list_parts(self) -> list[str]:
+        meta = AdminClient(self._client_config()).list_topics(self.topic,
+                                                              timeout=METADATA_TIMEOUT_S)
+        t = meta.topics.get(self.topic)
+        if t is None or t.error is not None or not t.partitions:
+            why = t.error.str() if t is not None and t.error is not None else "no partitions"
+            raise RuntimeError(f"hits topic {self.topic!r} on {self.brokers}: {why}")
+        self._parts = [str(p) for p in sorted(t.partitions)]
+        return self._parts
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[tuple]) -> _Partition:
+        config = {**self._client_config(), "group.id": "protosessions-unused",
+                  "enable.auto.commit": False, "enable.partition.eof": True}
+        count = len(self._parts or self.list_parts())
+        return _Partition(self.settings, config, self.topic, int(for_part), count,
+                          self.batch_size, self.tail, resume_state)

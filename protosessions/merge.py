@@ -1,0 +1,185 @@
+"""The time merge of partitions (SPEC rule 2), computed locally.
+
+Each valid hit gets the key `(M, partition, offset)`, `M` being the greatest
+hit time of its partition up to and including it; the merge of the
+partitions is exactly the order of these keys, and the clock when a hit is
+handled is its `M`. So a partition's reader stamps each hit with its key
+(`PartitionReader`), and a keyed step handles its share of the hits in key
+order once every partition that is neither ended nor caught up has
+progressed past them (`Watermark`, `MergeBuffer`). No step sees every hit.
+"""
+
+from __future__ import annotations
+
+from operator import attrgetter
+from typing import Any, Iterable, Sequence
+
+from .config import Settings
+from .hit import DeadLetter, Hit, parse_hit, source_dict
+
+END = 1 << 62  # a watermark past every hit time: everything upstream has ended
+
+# What a reader or a step tells the next step about its progress:
+# `(source number, M, done, number of sources, clock)`. `done` is "ended or
+# caught up": such a source holds nothing back. A reader's clock is its `M`;
+# a step's is the merge clock it has reached.
+Progress = tuple
+
+BY_ORDER = attrgetter("order")
+
+
+class PartitionReader:
+    """Validates a partition's raw hits in read order and stamps each valid
+    one with its merge key and clock. `M` is part of the partition's
+    snapshot, so a resumed reader stamps the very same keys."""
+
+    __slots__ = ("settings", "index", "count", "m", "_sent")
+
+    def __init__(self, settings: Settings, index: int, count: int, m: int = 0) -> None:
+        self.settings = settings
+        self.index = index  # this partition's number in the merge (ties: lower first)
+        self.count = count  # how many partitions the merge has
+        self.m = m
+        self._sent: tuple | None = None  # progress last reported
+
+    def read(self, items: Iterable[tuple[int, bytes, Any]], wall_us: int | None
+             ) -> tuple[list[Hit], list[DeadLetter]]:
+        """`(offset, raw, location)` items -> stamped hits and dead letters.
+        Dead letters take no part in the merge: they never move `M`."""
+        settings, index = self.settings, self.index
+        m = self.m
+        hits: list[Hit] = []
+        dead: list[DeadLetter] = []
+        for offset, raw, loc in items:
+            hit = parse_hit(raw, settings, wall_us, m)
+            if hit.__class__ is Hit:
+                m = hit.clock  # type: ignore[union-attr]
+                hit.order = (m, index, offset)  # type: ignore[union-attr]
+                hits.append(hit)  # type: ignore[arg-type]
+            else:
+                dead.append(DeadLetter(hit, raw, source_dict(loc)))  # type: ignore[arg-type]
+        self.m = m
+        return hits, dead
+
+    def progress(self, done: bool) -> Progress | None:
+        """This partition's progress if it changed since last reported, else None."""
+        p = (self.index, self.m, done, self.count, self.m)
+        if p == self._sent:
+            return None
+        self._sent = p
+        return p
+
+    def resend(self) -> None:
+        """Report progress again with the next batch (after a restore)."""
+        self._sent = None
+
+
+class Watermark:
+    """What a step knows of its upstream sources' progress.
+
+    `watermark()`: every hit still to come from an upstream that is neither
+    done nor caught up has `M` at least this (END once all are done, -1
+    while some source was never heard of). `clock()`: the merge clock this
+    step may assume, never beyond a hit still to come.
+    """
+
+    __slots__ = ("marks", "expected")
+
+    def __init__(self) -> None:
+        self.marks: dict[int, tuple[int, bool, int]] = {}
+        self.expected = 0
+
+    def update(self, p: Progress) -> None:
+        source, m, done, count, clock = p
+        self.marks[source] = (m, done, clock)
+        self.expected = count
+
+    def watermark(self) -> int:
+        marks = self.marks
+        if len(marks) < self.expected or not marks:
+            return -1
+        w = END
+        for m, done, _ in marks.values():
+            if not done and m < w:
+                w = m
+        return w
+
+    def clock(self) -> int:
+        """`min(watermark, greatest clock upstream)`: the greatest `M` read
+        is the clock once everything before the watermark has been handled."""
+        if not self.marks:
+            return 0
+        top = max(c for _, _, c in self.marks.values())
+        return max(0, min(self.watermark(), top))
+
+    def snapshot(self) -> tuple:
+        return (self.expected, tuple(self.marks.items()))
+
+    @classmethod
+    def restore(cls, snap: tuple) -> "Watermark":
+        w = cls()
+        w.expected = snap[0]
+        w.marks = dict(snap[1])
+        return w
+
+
+class MergeBuffer:
+    """Hits waiting for the watermark, released in key order."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self, pending: list[Hit] | None = None) -> None:
+        self.pending: list[Hit] = pending or []
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def add(self, hits: list[Hit]) -> None:
+        self.pending.extend(hits)
+
+    def release(self, watermark: int) -> list[Hit]:
+        """Every hit with `M` below the watermark, in key order. A hit with
+        `M` equal to it waits: another partition may still read a hit with
+        the same `M` and a lower partition number."""
+        pending = self.pending
+        if not pending:
+            return []
+        pending.sort(key=BY_ORDER)  # runs already in order: near-linear
+        if watermark >= END or pending[-1].order[0] < watermark:
+            self.pending = []
+            return pending
+        lo, hi = 0, len(pending)
+        while lo < hi:  # first hit with M >= watermark
+            mid = (lo + hi) // 2
+            if pending[mid].order[0] < watermark:
+                lo = mid + 1
+            else:
+                hi = mid
+        out = pending[:lo]
+        del pending[:lo]
+        return out
+
+
+def merged(partitions: Sequence[Sequence[bytes]], settings: Settings) -> list[bytes]:
+    """The valid raw hits of several partitions in time-merge order, head by
+    head (SPEC rule 2, its first form): a reference for tests and for
+    reading partitioned input as one file."""
+    heads: list[list[tuple[int, bytes]]] = []
+    for lines in partitions:
+        valid = []
+        for raw in lines:
+            hit = parse_hit(raw, settings, None)
+            if hit.__class__ is Hit:
+                valid.append((hit.t, raw))  # type: ignore[union-attr]
+        heads.append(valid)
+    pos = [0] * len(heads)
+    out: list[bytes] = []
+    while True:
+        best = -1
+        for i, hs in enumerate(heads):
+            if pos[i] < len(hs) and (best < 0 or hs[pos[i]][0] < heads[best][pos[best]][0]):
+                best = i
+        if best < 0:
+            return out
+        out.append(heads[best][pos[best]][1])
+        pos[best] += 1
