@@ -140,7 +140,7 @@ class IdentityLogic(_Merging, StatefulBatchLogic[tuple, tuple, tuple]):
         self.finite = finite
         self.shards = shards
         self.snapshots = snapshots
-        self._sent: Optional[tuple] = resume[2] if resume else None
+        self._sent: Optional[tuple] = None  # progress last passed on (resent after a restore)
 
     def on_batch(self, values: list[tuple]) -> tuple[list, bool]:
         ready, _ = self.take(values)
@@ -171,7 +171,7 @@ class IdentityLogic(_Merging, StatefulBatchLogic[tuple, tuple, tuple]):
     def snapshot(self) -> Optional[tuple]:
         if not self.snapshots:
             return None
-        return (self.shard.snapshot(), self.merge_snapshot(), self._sent)
+        return (self.shard.snapshot(), self.merge_snapshot())
 
 
 class SessionLogic(_Merging, StatefulBatchLogic[tuple, Any, tuple]):

@@ -117,9 +117,11 @@ class Watermark:
 
     @classmethod
     def restore(cls, snap: tuple) -> "Watermark":
+        """Restored sources count as not done (nor caught up) until they say
+        so again: a resumed job may have a backlog to read first."""
         w = cls()
         w.expected = snap[0]
-        w.marks = dict(snap[1])
+        w.marks = {source: (m, False, c) for source, (m, _, c) in snap[1]}
         return w
 
 

@@ -290,9 +290,10 @@ def test_rerun_is_byte_identical(case) -> None:
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases(allow_bad=True), st.integers(1, 7))
 def test_bytewax_flow_equals_engine(case, batch_size: int) -> None:
-    from bytewax.testing import TestingSink, TestingSource, run_main
+    from bytewax.testing import TestingSink, run_main
 
     from flows.sessions import build_flow
+    from flows.sources import ListSource
     from protosessions import stats
     from protosessions.options import RunConfig
 
@@ -300,11 +301,44 @@ def test_bytewax_flow_equals_engine(case, batch_size: int) -> None:
     items = [(("gen.jsonl", n), raw) for n, raw in enumerate(lines, 1)]
     got: list = []
     dead: list = []
-    flow = build_flow(RunConfig(s, {}), source=TestingSource(items, batch_size=batch_size),
+    flow = build_flow(RunConfig(s, {}), source=ListSource([items], s, batch_size),
                       sessions_sink=TestingSink(got), dead_sink=TestingSink(dead))
     stats.reset()
     run_main(flow)
     out, eng = run(s, lines)
     assert sorted(got) == sorted(out)
     assert sorted(v for _, v in dead) == sorted(d.to_json() for d in eng.dead_letters)
+    assert stats.totals()["duplicates"] == eng.sessions.stats["duplicates"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(allow_bad=True), st.integers(1, 4), st.integers(1, 7), st.integers(1, 3),
+       st.randoms(use_true_random=False))
+def test_partitions_give_the_sessions_of_their_time_merge(case, parts: int, batch_size: int,
+                                                           workers: int, rnd) -> None:
+    """SPEC rule 2: hits dealt at random over partitions (each keeping its
+    order), read by any number of workers in batches of any size, give the
+    sessions of one file holding the partitions' time merge."""
+    from bytewax.testing import TestingSink, cluster_main, run_main
+
+    from flows.sessions import build_flow
+    from flows.sources import ListSource
+    from protosessions import stats
+    from protosessions.merge import merged
+    from protosessions.options import RunConfig
+
+    s, lines, _ = case
+    partitions: list[list] = [[] for _ in range(parts)]
+    for n, raw in enumerate(lines, 1):
+        partitions[rnd.randrange(parts)].append((("gen.jsonl", n), raw))
+    got: list = []
+    flow = build_flow(RunConfig(s, {}), source=ListSource(partitions, s, batch_size),
+                      sessions_sink=TestingSink(got), dead_sink=TestingSink([]))
+    stats.reset()
+    if workers == 1:
+        run_main(flow)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    out, eng = run(s, merged([[raw for _, raw in p] for p in partitions], s))
+    assert sorted(got) == sorted(out)
     assert stats.totals()["duplicates"] == eng.sessions.stats["duplicates"]

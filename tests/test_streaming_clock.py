@@ -41,14 +41,20 @@ def test_restored_streaming_shard_closes_when_idle(monkeypatch) -> None:
 
     wall = [T0 + 3600 * S]  # resumed an hour of wall time later
     monkeypatch.setattr(steps, "wall_now_us", lambda: wall[0])
-    clocks = steps.WorkerClocks(streaming=True, idle_us=S)
-    logic = steps.SessionLogic(settings, clocks, snap, finite=False)
+    caught_up = (0, T0, True, 1, T0)  # the one identity shard: nothing held back
+    merge = ((1, ((0, caught_up[1:3] + (T0,)),)), (), 0)
+    logic = steps.SessionLogic(settings, steps.make_clock(True, False, S), (snap, merge),
+                               finite=False)
+    wall[0] += 31 * S
+    closed, _ = logic.on_notify()
+    assert closed == []  # restored, the upstream counts as not caught up until it says so
+    logic.on_batch([(0, [], caught_up)])
     closed, _ = logic.on_notify()
     assert closed == []  # the restored clock does not jump by the downtime
     wall[0] += 31 * S  # idle for longer than the session duration
-    closed, discard = logic.on_notify()
+    closed, _ = logic.on_notify()
     assert [orjson.loads(b)["close_reason"] for _, b in closed] == ["inactivity"]
-    assert discard
+    assert logic.shard.empty
 
 
 def test_dead_letters_default_to_stderr_next_to_the_summary(tmp_path) -> None:
