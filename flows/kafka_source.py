@@ -33,12 +33,13 @@ class _Partition(ReaderPartition):
         self._next = resume[0] if resume else OFFSET_BEGINNING  # offset of the next message
         self._batch = batch_size
         self._tail = tail
+        self._caught_up = False  # the last event was the partition's end
         self._consumer = Consumer(config)
         self._consumer.assign([TopicPartition(topic, partition, self._next)])
 
     def read_raw(self) -> tuple[list[Raw], bool, bool]:
         out: list[Raw] = []
-        caught_up = False
+        caught_up = self._caught_up  # nothing consumed: no news
         topic, partition = self._topic, self._partition
         for msg in self._consumer.consume(self._batch, 0):
             err = msg.error()
@@ -53,6 +54,7 @@ class _Partition(ReaderPartition):
             out.append((offset, msg.value() or b"", (topic, partition, offset)))
             self._next = offset + 1
             caught_up = False
+        self._caught_up = caught_up
         return out, caught_up and not self._tail, caught_up
 
     def idle_until(self) -> Optional[datetime]:

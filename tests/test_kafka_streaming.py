@@ -202,26 +202,20 @@ def dense_and_sparse() -> tuple[list[bytes], list[bytes], list[dict]]:
     return dense, sparse, want
 
 
-def test_unequal_partitions_are_read_level_in_hit_time() -> None:
+@pytest.mark.parametrize("batch", ["1", "10", "2000"])
+def test_unequal_partitions_give_the_sessions_of_their_time_merge(batch: str) -> None:
     """Two partitions over the same two hours, one dense (client A, a hit a
-    second), one sparse (client B, a hit a minute). Read by equal counts the
-    sparse one races ahead in hit time, the clock with it, and A's hits
-    arrive late: its session is cut over and over. Kept level
-    (`--max-partition-skew`), the sessions are those of in-order input."""
+    second), one sparse (client B, a hit a minute). However many messages a
+    batch takes from each, the sessions are those of the hits in time order
+    (SPEC rule 2): read by counts, the sparse one would race ahead in hit
+    time, the clock with it, and A's session would be cut over and over."""
     brokers = bootstrap()
     dense, sparse, want = dense_and_sparse()
-
-    def run(*extra: str) -> list[dict]:
-        t = topics(brokers, 2, prefix="level")
-        produce(brokers, t["hits"], dense, partition=0)
-        produce(brokers, t["hits"], sparse, partition=1)
-        return sorted(run_to_end(brokers, t, "--batch-size", "10", *extra),
-                      key=lambda s: s["session_id"])
-
-    assert run("--max-partition-skew", "1s") == want
-    unaligned = run("--max-partition-skew", "0s")
-    assert len(unaligned) > len(want)  # the case does exercise the aligner
-    assert sum(s["hit_count"] for s in unaligned) == 7320  # cut, never lost
+    t = topics(brokers, 2, prefix="level")
+    produce(brokers, t["hits"], dense, partition=0)
+    produce(brokers, t["hits"], sparse, partition=1)
+    got = sorted(run_to_end(brokers, t, "--batch-size", batch), key=lambda s: s["session_id"])
+    assert got == want
 
 
 def test_topics_create_is_idempotent_and_makes_the_progress_topic() -> None:
@@ -245,41 +239,30 @@ def test_topics_create_is_idempotent_and_makes_the_progress_topic() -> None:
     assert conf.result(30)["retention.ms"].value == "60000"
 
 
-def test_processes_keep_their_partitions_level_through_the_progress_topic(tmp_path) -> None:
+@pytest.mark.parametrize("batch", ["10", "2000"])
+def test_two_processes_give_the_sessions_of_the_time_merge(tmp_path, batch: str) -> None:
     """The dense/sparse case above, read by two processes of one cluster (as
-    the StatefulSet runs them), one partition each: without the progress
-    topic nothing holds the sparse partition's process back."""
-    from protosessions.topics import PROGRESS_TOPIC_CONFIG, progress_topic
-    from protosessions.topics import create_topics as create
-
+    the StatefulSet runs them), one partition each: each reads at its own
+    pace, and the sessions are still those of the hits in time order."""
     brokers = bootstrap()
     dense, sparse, want = dense_and_sparse()
-    base = 23000 + os.getpid() % 2000
-
-    def run(n: int, with_progress_topic: bool) -> list[dict]:
-        t = topics(brokers, 2, prefix="peers")
-        if with_progress_topic:
-            progress = progress_topic(t["hits"])
-            create(brokers, [progress], 1, 1, {}, topic_configs={progress: PROGRESS_TOPIC_CONFIG})
-        produce(brokers, t["hits"], dense, partition=0)
-        produce(brokers, t["hits"], sparse, partition=1)
-        env = {**os.environ, "PROTOSESSIONS_KAFKA_BROKERS": brokers,
-               "PROTOSESSIONS_HITS_TOPIC": t["hits"], "PROTOSESSIONS_SESSIONS_TOPIC": t["sessions"],
-               "PROTOSESSIONS_DEAD_LETTER_TOPIC": t["dead"], "PROTOSESSIONS_UNTIL_END": "true",
-               "PROTOSESSIONS_BATCH_SIZE": "10",
-               "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(tmp_path)}  # not the checkout
-        addrs = ";".join(f"127.0.0.1:{base + 10 * n + i}" for i in range(2))
-        procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", "flows.sessions:flow",
-                                   "-w", "1", "-i", str(i), "-a", addrs], cwd=ROOT, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                 for i in range(2)]
-        for p in procs:
-            _, err = p.communicate(timeout=300)
-            assert p.returncode == 0, err.decode()[-3000:]
-        return sorted((orjson.loads(m.value()) for m in consume_all(brokers, t["sessions"])),
-                      key=lambda s: s["session_id"])
-
-    assert run(0, with_progress_topic=True) == want
-    unaligned = run(1, with_progress_topic=False)
-    assert len(unaligned) > len(want)  # the case does need the progress topic
-    assert sum(s["hit_count"] for s in unaligned) == 7320
+    base = 23000 + os.getpid() % 2000 + (10 if batch == "10" else 0)
+    t = topics(brokers, 2, prefix="peers")
+    produce(brokers, t["hits"], dense, partition=0)
+    produce(brokers, t["hits"], sparse, partition=1)
+    env = {**os.environ, "PROTOSESSIONS_KAFKA_BROKERS": brokers,
+           "PROTOSESSIONS_HITS_TOPIC": t["hits"], "PROTOSESSIONS_SESSIONS_TOPIC": t["sessions"],
+           "PROTOSESSIONS_DEAD_LETTER_TOPIC": t["dead"], "PROTOSESSIONS_UNTIL_END": "true",
+           "PROTOSESSIONS_BATCH_SIZE": batch,
+           "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(tmp_path)}  # not the checkout
+    addrs = ";".join(f"127.0.0.1:{base + i}" for i in range(2))
+    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", "flows.sessions:flow",
+                               "-w", "1", "-i", str(i), "-a", addrs], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-3000:]
+    got = sorted((orjson.loads(m.value()) for m in consume_all(brokers, t["sessions"])),
+                 key=lambda s: s["session_id"])
+    assert got == want
