@@ -52,8 +52,8 @@ class WorkerClocks:
             else:
                 clock = Clock()
             clocks[step] = clock
-            if step == "sessions":
-                metrics.watch_clock(clock)
+            if step in ("parse", "sessions"):
+                metrics.watch_clock(clock, "read" if step == "parse" else "handled")
         return clock
 
 
