@@ -61,15 +61,17 @@ class LiveResult:
 
 
 def live_hits(rate: float, duration_s: Optional[float], clients: int, seed: int,
-              now_us: Callable[[], int] = wall_now_us) -> Iterator[tuple[bytes, bytes]]:
+              now_us: Callable[[], int] = wall_now_us,
+              start: Optional[datetime] = None) -> Iterator[tuple[bytes, bytes]]:
     """`(key, value)` of each hit in generator order, `server_received_time`
-    set to `now_us()` when the hit is taken. Finite with `duration_s`."""
+    set to `now_us()` when the hit is taken. Finite with `duration_s`.
+    `start` (default: now) dates the generator's first-visit times."""
     rnd = 0
     while True:
         span = duration_s if duration_s is not None else ROUND_S
         n = max(1, round(rate * span))
-        start = datetime.now(timezone.utc)  # plausible first-visit times in client IDs
-        for line in generate_hits(n, clients, seed + rnd, start=start):
+        begin = start or datetime.now(timezone.utc)  # plausible first-visit times in client IDs
+        for line in generate_hits(n, clients, seed + rnd, start=begin):
             hit = orjson.loads(line)
             hit["server_received_time"] = format_time_us(now_us())
             yield hit["client_id"].encode(), orjson.dumps(hit)

@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--hits-topic", default=os.environ.get("PROTOSESSIONS_HITS_TOPIC", "hits"),
                       help="topic to produce to [env PROTOSESSIONS_HITS_TOPIC] (default: %(default)s)")
     live.add_argument("--rate", type=float, default=None,
-                      help="hits per second (required with --kafka-brokers)")
+                      help="hits per second (required with --kafka-brokers; no default)")
     live.add_argument("--duration", default=None,
                       help="stop after this long, e.g. 60s or 5m (default: until interrupted)")
     live.add_argument("--kafka-config", action="append", default=[],
