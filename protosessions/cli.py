@@ -71,6 +71,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         default = env[o.dest]
         choices = getattr(o, "choices", None) or CHOICES.get(o.name)
         hint = f"{o.help} [env {o.env}; default {default!r}]"
+        if o.kind == "list":  # e.g. --kafka-config: its pairs may hold a password
+            hint = f"{o.help} [env {o.env}; default: none, or the variable's items, not shown]"
         if o.kind == "bool":
             g.add_argument(flag, dest=o.dest, action=argparse.BooleanOptionalAction,
                            default=default, help=hint)
@@ -134,15 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--replication-factor", type=int, default=1,
                         help="replicas of each partition (default: %(default)s)")
     create.add_argument("--hits-topic", default=os.environ.get("PROTOSESSIONS_HITS_TOPIC", "hits"),
-                        help="[env PROTOSESSIONS_HITS_TOPIC] (default: %(default)s)")
+                        help="topic of the hits [env PROTOSESSIONS_HITS_TOPIC] (default: %(default)s)")
     create.add_argument("--sessions-topic", default=os.environ.get("PROTOSESSIONS_SESSIONS_TOPIC", "sessions"),
-                        help="[env PROTOSESSIONS_SESSIONS_TOPIC] (default: %(default)s)")
+                        help="topic of the sessions [env PROTOSESSIONS_SESSIONS_TOPIC] (default: %(default)s)")
     create.add_argument("--dead-letter-topic", default=os.environ.get("PROTOSESSIONS_DEAD_LETTER_TOPIC", "hits.dead"),
-                        help="[env PROTOSESSIONS_DEAD_LETTER_TOPIC] (default: %(default)s)")
+                        help="topic of rejected hits [env PROTOSESSIONS_DEAD_LETTER_TOPIC] (default: %(default)s)")
     create.add_argument("--kafka-config", action="append",
                         default=list(split_list(os.environ.get("PROTOSESSIONS_KAFKA_CONFIG", ""))),
-                        help="librdkafka setting key=value, repeatable [env PROTOSESSIONS_KAFKA_CONFIG] "
-                             "(default: %(default)s)")
+                        help="librdkafka setting key=value, repeatable (default: none, or the pairs "
+                             "in PROTOSESSIONS_KAFKA_CONFIG, not shown: they may hold secrets)")
 
     rec = sub.add_parser("recovery", help="Bytewax recovery directory")
     rsub = rec.add_subparsers(dest="recovery_command", required=True, parser_class=_Parser)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import os
 import subprocess
 import sys
 
@@ -123,3 +124,14 @@ def test_progress_line_shows_open_proto_sessions() -> None:
     t = Counter({"hits_read": 300, "open": 12, "closed:inactivity": 5, "dead_letters": 1})
     assert cli.progress_line(t, 15.2) == (
         "protosessions: 300 hits read, 12 open proto-sessions, 5 sessions, 1 dead letters, 15s")
+
+
+def test_help_never_shows_kafka_config_values() -> None:
+    secret = "sasl.password=hunter2"
+    env = {"PROTOSESSIONS_KAFKA_CONFIG": secret}
+    for argv in (["run", "--help"], ["topics", "create", "--help"]):
+        out = subprocess.run([sys.executable, "-m", "protosessions.cli", *argv],
+                             env={**os.environ, **env},
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "--kafka-config" in out.stdout
+        assert "hunter2" not in out.stdout
