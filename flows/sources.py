@@ -17,11 +17,12 @@ from typing import Any, Optional
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from protosessions import stats
+from protosessions.clock import Clock
 from protosessions.config import Settings
 from protosessions.merge import PartitionReader
 from protosessions.timefmt import wall_now_us
 
-from . import stop
+from . import metrics, stop
 from .backlog import backlog
 
 Batch = tuple  # (hits, dead letters, progress or None)
@@ -39,6 +40,8 @@ class ReaderPartition(StatefulSourcePartition[Batch, tuple]):
     def __init__(self, settings: Settings, index: int, count: int,
                  resume: Optional[tuple]) -> None:
         self.reader = PartitionReader(settings, index, count, resume[1] if resume else 0)
+        self.read_clock = Clock(self.reader.m)  # the greatest hit time read, for the lag gauge
+        metrics.watch_clock(self.read_clock, "read")
         self._wait: Optional[datetime] = None
         self._ended = False
 
@@ -66,6 +69,7 @@ class ReaderPartition(StatefulSourcePartition[Batch, tuple]):
             for d in dead:
                 c["dead:" + d.reason] += 1
         progress = self.reader.progress(ended or caught_up)
+        self.read_clock.now = self.reader.m
         self._ended = ended
         self._wait = None if hits or dead or ended else self.idle_until()
         if not hits and not dead and progress is None:

@@ -7,6 +7,7 @@ directory that was never initialised) is one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
 import threading
@@ -23,58 +24,135 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    """One-line errors; abbreviated flags refused (`--worker 2` is not `--workers 2`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line, no usage dump
         raise UsageError(f"{self.prog}: {message}")
 
 
+# `run --help` sections, in the order Bytewax's launcher would show them.
+RUN_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("input and output", ("input", "output", "dead-letter")),
+    ("sessions", ("session-duration", "tick-interval", "max-events", "max-duration",
+                  "allowed-lateness", "join-by-session-stamp", "join-by-user-id",
+                  "eviction-strategy", "session-hits", "max-hit-bytes", "max-future-skew")),
+    ("Kafka", ("kafka-brokers", "hits-topic", "sessions-topic", "dead-letter-topic",
+               "kafka-config", "until-end", "skip-catching-up", "max-partition-skew",
+               "max-peer-skew")),
+    ("recovery", ("recovery-dir", "snapshot-interval", "backup-interval")),
+    ("tuning", ("workers", "batch-size", "shards", "identity-shards", "compaction-threshold")),
+)
+
+# Options whose value is one of a few words (argparse checks and lists them).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "eviction-strategy": ("rewrite", "evict"),
+    "session-hits": ("full", "ids", "none"),
+}
+
+
+def run_group(name: str) -> str:
+    """The `run --help` section of an option; "other" for one no section names."""
+    for title, names in RUN_GROUPS:
+        if name in names:
+            return title
+    return "other"
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     env = from_env()
+    groups = {title: p.add_argument_group(title) for title, _ in RUN_GROUPS}
     for o in OPTIONS:
+        g = groups.get(run_group(o.name)) or groups.setdefault("other", p.add_argument_group("other"))
         flag = "--" + o.name
         default = env[o.dest]
+        choices = getattr(o, "choices", None) or CHOICES.get(o.name)
         hint = f"{o.help} [env {o.env}; default {default!r}]"
+        if o.kind == "list":  # e.g. --kafka-config: its pairs may hold a password
+            hint = f"{o.help} [env {o.env}; default: none, or the variable's items, not shown]"
         if o.kind == "bool":
-            p.add_argument(flag, dest=o.dest, action=argparse.BooleanOptionalAction,
+            g.add_argument(flag, dest=o.dest, action=argparse.BooleanOptionalAction,
                            default=default, help=hint)
         elif o.kind == "list":
-            p.add_argument(flag, dest=o.dest, action="append", default=None, help=hint)
+            g.add_argument(flag, dest=o.dest, action="append", default=None, help=hint)
             p.set_defaults(**{o.dest + "_env": list(default)})
         elif o.kind == "int":
-            p.add_argument(flag, dest=o.dest, type=int, default=default, help=hint)
+            g.add_argument(flag, dest=o.dest, type=int, default=default, help=hint)
         else:
-            p.add_argument(flag, dest=o.dest, default=default, help=hint)
+            g.add_argument(flag, dest=o.dest, default=default, choices=choices, help=hint)
+
+
+def _version() -> str:
+    """The installed package's version (package metadata)."""
+    try:
+        return importlib.metadata.version("protosessions")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="protosessions", description="GA4-style hits to sessions on Bytewax.")
+    parser.add_argument("--version", action="version", version=f"protosessions {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="sessionise hits from a JSONL file or Kafka")
     _add_run_options(run)
 
-    gen = sub.add_parser("generate", help="write realistic GA4-like hits as JSONL")
-    gen.add_argument("--hits", type=int, required=True)
-    gen.add_argument("--clients", type=int, required=True)
-    gen.add_argument("--seed", type=int, default=1)
-    gen.add_argument("--output", default="-", help="file, or - for stdout")
+    gen = sub.add_parser(
+        "generate", help="write realistic GA4-like hits as JSONL, or produce them live to Kafka",
+        description="Realistic GA4-like hits. To a file (--hits N), or with --kafka-brokers "
+                    "live to the hits topic at --rate hits per second, timestamped now.")
+    gen.add_argument("--hits", type=int, default=None,
+                     help="how many hits (required for a file; live: stop after that many; "
+                          "default: none)")
+    gen.add_argument("--clients", type=int, default=1000,
+                     help="distinct client IDs (devices) (default: %(default)s)")
+    gen.add_argument("--seed", type=int, default=1,
+                     help="random seed; the same flags give the same hits (default: %(default)s)")
+    gen.add_argument("--output", default="-", help="file, or - for stdout (default: %(default)s)")
+    live = gen.add_argument_group("live to Kafka")
+    live.add_argument("--kafka-brokers", default=None,
+                      help="HOST:PORT[,HOST:PORT]: produce to Kafka instead of writing a file "
+                           "(default: none, i.e. a file)")
+    live.add_argument("--hits-topic", default=os.environ.get("PROTOSESSIONS_HITS_TOPIC", "hits"),
+                      help="topic to produce to [env PROTOSESSIONS_HITS_TOPIC] (default: %(default)s)")
+    live.add_argument("--rate", type=float, default=None,
+                      help="hits per second (required with --kafka-brokers; no default)")
+    live.add_argument("--duration", default=None,
+                      help="stop after this long, e.g. 60s or 5m (default: until interrupted)")
+    live.add_argument("--kafka-config", action="append", default=[],
+                      help="librdkafka setting key=value, repeatable (default: none)")
 
     topics = sub.add_parser("topics", help="Kafka topics")
     tsub = topics.add_subparsers(dest="topics_command", required=True, parser_class=_Parser)
     create = tsub.add_parser("create", help="create the hits, sessions and dead-letter topics (idempotent)")
-    create.add_argument("--kafka-brokers", default=os.environ.get("PROTOSESSIONS_KAFKA_BROKERS"), required=False)
-    create.add_argument("--partitions", type=int, default=3)
-    create.add_argument("--replication-factor", type=int, default=1)
-    create.add_argument("--hits-topic", default=os.environ.get("PROTOSESSIONS_HITS_TOPIC", "hits"))
-    create.add_argument("--sessions-topic", default=os.environ.get("PROTOSESSIONS_SESSIONS_TOPIC", "sessions"))
-    create.add_argument("--dead-letter-topic", default=os.environ.get("PROTOSESSIONS_DEAD_LETTER_TOPIC", "hits.dead"))
+    create.add_argument("--kafka-brokers", default=os.environ.get("PROTOSESSIONS_KAFKA_BROKERS"), required=False,
+                        help="HOST:PORT[,HOST:PORT] [env PROTOSESSIONS_KAFKA_BROKERS] (default: %(default)s)")
+    create.add_argument("--partitions", type=int, default=3,
+                        help="partitions of each topic (default: %(default)s)")
+    create.add_argument("--replication-factor", type=int, default=1,
+                        help="replicas of each partition (default: %(default)s)")
+    create.add_argument("--hits-topic", default=os.environ.get("PROTOSESSIONS_HITS_TOPIC", "hits"),
+                        help="topic of the hits [env PROTOSESSIONS_HITS_TOPIC] (default: %(default)s)")
+    create.add_argument("--sessions-topic", default=os.environ.get("PROTOSESSIONS_SESSIONS_TOPIC", "sessions"),
+                        help="topic of the sessions [env PROTOSESSIONS_SESSIONS_TOPIC] (default: %(default)s)")
+    create.add_argument("--dead-letter-topic", default=os.environ.get("PROTOSESSIONS_DEAD_LETTER_TOPIC", "hits.dead"),
+                        help="topic of rejected hits [env PROTOSESSIONS_DEAD_LETTER_TOPIC] (default: %(default)s)")
     create.add_argument("--kafka-config", action="append",
-                        default=list(split_list(os.environ.get("PROTOSESSIONS_KAFKA_CONFIG", ""))))
+                        default=list(split_list(os.environ.get("PROTOSESSIONS_KAFKA_CONFIG", ""))),
+                        help="librdkafka setting key=value, repeatable (default: none, or the pairs "
+                             "in PROTOSESSIONS_KAFKA_CONFIG, not shown: they may hold secrets)")
 
     rec = sub.add_parser("recovery", help="Bytewax recovery directory")
     rsub = rec.add_subparsers(dest="recovery_command", required=True, parser_class=_Parser)
     init = rsub.add_parser("init", help="create the recovery partitions")
-    init.add_argument("dir")
-    init.add_argument("--partitions", type=int, required=True)
+    init.add_argument("dir", help="directory to create the partitions in")
+    init.add_argument("--partitions", type=int, required=True,
+                      help="how many SQLite partitions (no default: at least the largest total "
+                           "worker count you will run with)")
     return parser
 
 
@@ -111,8 +189,13 @@ class Progress:
         while not self._stop.wait(self.every):
             t = stats.totals()
             secs = time.monotonic() - self.start
-            print(f"protosessions: {t['hits_read']} hits read, {_closed(t)} sessions, "
-                  f"{t['dead_letters']} dead letters, {secs:.0f}s", file=sys.stderr, flush=True)
+            print(progress_line(t, secs), file=sys.stderr, flush=True)
+
+
+def progress_line(t: dict, seconds: float) -> str:
+    """The line printed every few seconds: what was read, what is open, what closed."""
+    return (f"protosessions: {t['hits_read']} hits read, {t['open']} open proto-sessions, "
+            f"{_closed(t)} sessions, {t['dead_letters']} dead letters, {seconds:.0f}s")
 
 
 def _closed(t: dict) -> int:
@@ -189,24 +272,65 @@ def _check_file_io(config: Any) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    """`generate`: hits to a file or stdout, or live to Kafka; a summary line on stderr."""
+    if args.clients < 1:
+        raise UsageError("protosessions generate: --clients must be >= 1")
+    if args.hits is not None and args.hits < 0:
+        raise UsageError("protosessions generate: --hits must be >= 0")
+    if args.kafka_brokers:
+        return _generate_live(args)
+    for flag, value in (("--rate", args.rate), ("--duration", args.duration),
+                        ("--kafka-config", args.kafka_config or None)):
+        if value is not None:
+            raise UsageError(f"protosessions generate: {flag} needs --kafka-brokers")
+    if args.hits is None:
+        raise UsageError("protosessions generate: --hits is required (or --kafka-brokers and --rate)")
     from .generate import write_hits
 
-    if args.hits < 0 or args.clients < 1:
-        raise UsageError("protosessions generate: --hits must be >= 0 and --clients >= 1")
+    start = time.monotonic()
     if args.output == "-":
         try:
-            write_hits(sys.stdout.buffer, args.hits, args.clients, args.seed)
+            written = write_hits(sys.stdout.buffer, args.hits, args.clients, args.seed)
             sys.stdout.buffer.flush()
         except BrokenPipeError:  # `protosessions generate ... | head`
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     else:
         try:
             f = open(args.output, "wb")
         except OSError as e:
             raise UsageError(f"protosessions generate: cannot write {args.output}: {e.strerror}") from None
         with f:
-            write_hits(f, args.hits, args.clients, args.seed)
+            written = write_hits(f, args.hits, args.clients, args.seed)
+    where = "stdout" if args.output == "-" else args.output
+    print(f"protosessions generate: {written} hits from {args.clients} clients (seed {args.seed}) "
+          f"to {where}, {time.monotonic() - start:.2f}s", file=sys.stderr)
     return 0
+
+
+def _generate_live(args: argparse.Namespace) -> int:
+    """`generate --kafka-brokers`: hits produced in real time (flows.live_generate)."""
+    if args.output != "-":
+        raise UsageError("protosessions generate: --output and --kafka-brokers exclude each other")
+    if args.rate is None or not args.rate > 0:
+        raise UsageError("protosessions generate: --kafka-brokers needs --rate (hits per second, > 0)")
+    try:
+        duration_s = None if args.duration is None else parse_duration_us(args.duration) / 1e6
+        from .options import kafka_config
+        conf = kafka_config(args.kafka_config)
+    except ValueError as e:
+        raise UsageError(f"protosessions generate: {e}") from None
+    if duration_s is not None and duration_s <= 0:
+        raise UsageError("protosessions generate: --duration must be more than 0s")
+    from flows.live_generate import LiveGenerateError, produce_live
+
+    try:
+        result = produce_live(args.kafka_brokers, args.hits_topic, args.rate, duration_s=duration_s,
+                              clients=args.clients, seed=args.seed, limit=args.hits, config=conf)
+    except LiveGenerateError as e:
+        raise UsageError(f"protosessions generate: {e}") from None
+    print(result.summary(), file=sys.stderr)
+    return 0 if result.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

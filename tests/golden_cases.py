@@ -1,4 +1,7 @@
-"""Loading and comparing the golden cases (tests/golden, copied from shared/golden)."""
+"""Loading and comparing the golden cases (tests/golden, copied from shared/golden).
+
+What each case shows is told rule by rule in docs/semantics.md.
+"""
 
 from __future__ import annotations
 
