@@ -41,10 +41,10 @@ RUN_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                   "allowed-lateness", "join-by-session-stamp", "join-by-user-id",
                   "eviction-strategy", "session-hits", "max-hit-bytes", "max-future-skew")),
     ("Kafka", ("kafka-brokers", "hits-topic", "sessions-topic", "dead-letter-topic",
-               "kafka-config", "until-end", "skip-catching-up", "max-partition-skew",
-               "max-peer-skew")),
+               "kafka-config", "until-end", "skip-catching-up")),
     ("recovery", ("recovery-dir", "snapshot-interval", "backup-interval")),
-    ("tuning", ("workers", "batch-size", "shards", "identity-shards", "compaction-threshold")),
+    ("tuning", ("workers", "batch-size", "shards", "identity-shards", "compaction-threshold",
+                "max-held-hits")),
 )
 
 # Options whose value is one of a few words (argparse checks and lists them).

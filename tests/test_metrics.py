@@ -6,7 +6,9 @@ from __future__ import annotations
 from protosessions.clock import Clock, WallFollowingClock
 
 from flows import metrics
-from flows.steps import WorkerClocks
+from flows.sources import ListSource
+from flows.steps import SessionLogic, make_clock
+from protosessions.config import Settings
 
 T = 1_735_732_800_000_000  # 2025-01-01T12:00:00Z in microseconds
 S = 1_000_000
@@ -43,8 +45,9 @@ def test_nothing_read_yet_is_zero() -> None:
     assert lag([Clock(0)], [Clock(T)]) == 0.0
 
 
-def test_worker_clocks_are_watched_by_role() -> None:
-    clocks = WorkerClocks(streaming=True)
-    parse, sessions = clocks.get("parse"), clocks.get("sessions")
-    assert parse in metrics._read and parse not in metrics._handled
-    assert sessions in metrics._handled and sessions not in metrics._read
+def test_reader_and_session_clocks_are_watched_by_role() -> None:
+    settings = Settings()
+    part = ListSource([[]], settings).build_part("input", "0", None)
+    logic = SessionLogic(settings, make_clock(True, False, S), None, finite=False)
+    assert part.read_clock in metrics._read and part.read_clock not in metrics._handled
+    assert logic.clock in metrics._handled and logic.clock not in metrics._read
