@@ -15,11 +15,12 @@ import threading
 
 
 class Backlog:
-    __slots__ = ("limit", "held", "watermark", "_lock")
+    __slots__ = ("limit", "held", "peak", "watermark", "_lock")
 
     def __init__(self, limit: int = 200_000) -> None:
         self.limit = limit
         self.held = 0
+        self.peak = 0  # the most hits held at once (reported by the benchmarks)
         self.watermark = -1  # the greatest watermark a step of this process has seen
         self._lock = threading.Lock()
 
@@ -27,13 +28,15 @@ class Backlog:
         """A new dataflow in this process."""
         with self._lock:
             self.limit = limit
-            self.held = 0
+            self.held = self.peak = 0
             self.watermark = -1
 
     def add(self, n: int, watermark: int) -> None:
         """A step now holds `n` more (or fewer) hits and knows `watermark`."""
         with self._lock:
             self.held += n
+            if self.held > self.peak:
+                self.peak = self.held
             if watermark > self.watermark:
                 self.watermark = watermark
 

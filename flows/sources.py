@@ -57,7 +57,7 @@ class ReaderPartition(StatefulSourcePartition[Batch, tuple]):
     def next_batch(self) -> list[Batch]:
         if self._ended or stop.requested():
             raise StopIteration()
-        if not backlog.may_read(self.reader.m):
+        if self.reader.reported and not backlog.may_read(self.reader.m):
             self._wait = datetime.now(timezone.utc) + PAUSE
             return []
         raws, ended, caught_up = self.read_raw()

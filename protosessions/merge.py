@@ -69,9 +69,11 @@ class PartitionReader:
         self._sent = p
         return p
 
-    def resend(self) -> None:
-        """Report progress again with the next batch (after a restore)."""
-        self._sent = None
+    @property
+    def reported(self) -> bool:
+        """Whether the steps have heard of this partition: until then it
+        holds the whole merge back, so it must never be paused."""
+        return self._sent is not None
 
 
 class Watermark:
