@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 import time
 from typing import Any, Sequence
 
 from . import stats
-from .options import OPTIONS, from_env, parse_bool, split_list
+from .options import BY_DEST, OPTIONS, from_env, parse_bool, split_list
 from .units import parse_duration_us
 
 
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--dead-letter-topic", default=os.environ.get("PROTOSESSIONS_DEAD_LETTER_TOPIC", "hits.dead"))
     create.add_argument("--kafka-config", action="append",
                         default=list(split_list(os.environ.get("PROTOSESSIONS_KAFKA_CONFIG", ""))))
+    timeout = BY_DEST["kafka_timeout"]
+    create.add_argument("--kafka-timeout", default=os.environ.get(timeout.env, timeout.default),
+                        help=f"how long to wait for the broker before failing [env {timeout.env}]")
 
     rec = sub.add_parser("recovery", help="Bytewax recovery directory")
     rsub = rec.add_subparsers(dest="recovery_command", required=True, parser_class=_Parser)
@@ -89,10 +93,12 @@ def _run_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 class Progress:
-    """Prints counts to stderr every few seconds while a run goes on."""
+    """Prints counts to stderr every few seconds while a run goes on; on
+    Kafka (`sessions_topic`) sessions count once the broker acknowledged them."""
 
-    def __init__(self, every: float = 5.0) -> None:
+    def __init__(self, sessions_topic: str | None = None, every: float = 5.0) -> None:
         self.every = every
+        self.sessions_topic = sessions_topic
         self.start = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -107,10 +113,15 @@ class Progress:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
-            t = stats.totals()
-            secs = time.monotonic() - self.start
-            print(f"protosessions: {t['hits_read']} hits read, {_closed(t)} sessions, "
-                  f"{t['dead_letters']} dead letters, {secs:.0f}s", file=sys.stderr, flush=True)
+            print(progress_line(stats.totals(), time.monotonic() - self.start,
+                                self.sessions_topic), file=sys.stderr, flush=True)
+
+
+def progress_line(t: dict, seconds: float, sessions_topic: str | None = None) -> str:
+    """Counts so far; sessions are those written (on Kafka: delivered)."""
+    sessions = _closed(t) if sessions_topic is None else t[stats.delivered(sessions_topic)]
+    return (f"protosessions: {t['hits_read']} hits read, {sessions} sessions, "
+            f"{t['dead_letters']} dead letters, {seconds:.0f}s")
 
 
 def _closed(t: dict) -> int:
@@ -141,15 +152,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         _check_file_io(config)
     from bytewax.errors import BytewaxRuntimeError
 
+    from flows.kafka_admin import KafkaUnavailable
     from flows.recovery import RecoveryError
     from flows.runner import run  # Bytewax is imported only to run
 
     stats.reset()
     start = time.monotonic()
     try:
-        with Progress():
-            run(config)
-    except RecoveryError as e:
+        with Progress(config.sessions_topic if config.streaming else None):
+            stopped_by = run(config)
+    except (RecoveryError, KafkaUnavailable) as e:
         raise UsageError(f"protosessions run: {e}") from None
     except BytewaxRuntimeError as e:  # the dataflow failed: say why in one line
         if os.environ.get("PROTOSESSIONS_DEBUG"):
@@ -157,8 +169,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"protosessions run: the dataflow failed: {_root_cause(e)} "
               "(PROTOSESSIONS_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
-    print(summary_line(stats.totals(), time.monotonic() - start), file=sys.stderr)
-    return 0
+    line = summary_line(stats.totals(), time.monotonic() - start)
+    if stopped_by is None:
+        print(line, file=sys.stderr)
+        return 0
+    print(f"{line}; stopped by {signal.Signals(stopped_by).name}", file=sys.stderr)
+    return 130 if stopped_by == signal.SIGINT else 0  # SIGTERM: a requested stop, not a failure
 
 
 def _root_cause(e: BaseException) -> str:

@@ -60,6 +60,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("sessions-topic", "sessions", "Kafka topic to write sessions to"),
     Option("dead-letter-topic", "hits.dead", "Kafka topic to write rejected hits to"),
     Option("kafka-config", (), "librdkafka setting key=value (repeatable)", "list"),
+    Option("kafka-timeout", "30s", "Kafka: how long the start waits for the broker to answer and "
+           "show the hits, sessions and dead-letter topics; past it the run fails (exit 2)"),
     Option("skip-catching-up", False, "after downtime, start the clock at wall time", "bool"),
     Option("until-end", False, "Kafka: read the hits topic to its current end, then close "
            "everything as end_of_input and stop, like a file (backfills, tests)", "bool"),
@@ -161,11 +163,14 @@ class RunConfig:
             raise ValueError("--eviction-strategy evict re-queues hits through the Kafka hits "
                              "topic: it needs --kafka-brokers")
         for flag, value in (("max-partition-skew", self.max_partition_skew),
-                            ("max-peer-skew", self.max_peer_skew)):
+                            ("max-peer-skew", self.max_peer_skew),
+                            ("kafka-timeout", self.kafka_timeout)):
             try:
                 parse_duration_us(value)
             except ValueError as e:
                 raise ValueError(f"--{flag}: {e}") from None
+        if parse_duration_us(self.kafka_timeout) <= 0:
+            raise ValueError("--kafka-timeout must be more than 0s")
         conf = kafka_config(self.kafka_config)
         for key, bad in (("enable.idempotence", "false"), ("acks", "0"), ("acks", "1")):
             if str(conf.get(key, "")).lower() == bad:
