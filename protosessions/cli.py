@@ -248,4 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the imported module, so that `UsageError` raised by the other
+    # modules (`from .cli import UsageError`) is the class `main` catches.
+    from protosessions.cli import main as _main
+    sys.exit(_main())
