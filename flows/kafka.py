@@ -23,6 +23,7 @@ from protosessions.aligner import STARTUP_GRACE_S, PartitionAligner
 from protosessions.closer import Requeue
 from protosessions.hit import peek_time_us
 
+from . import stop
 from .kafka_admin import rate_limited_kafka_logger
 
 PRODUCER_DEFAULTS = {
@@ -64,6 +65,9 @@ class _AlignedPartition(StatefulSourcePartition[Any, Any]):
 
     def next_batch(self) -> list:
         name = self._name
+        if stop.requested():  # SIGINT/SIGTERM: this partition's input ends here
+            self._aligner.leave(name)
+            raise StopIteration()
         if not self._aligner.may_read(name):
             self._wait_until = datetime.now(timezone.utc) + THROTTLE
             return []

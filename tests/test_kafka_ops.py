@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,13 +15,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from flows.kafka import DeliveredKafkaSink, DeliveryError
 from flows.kafka_admin import RateLimit, rate_limited_kafka_logger
-from kafka_support import bootstrap, consume_all, topics
+from kafka_support import bootstrap, consume_all, produce, topics
 from protosessions import stats
 from protosessions.cli import progress_line
+from protosessions.timefmt import format_time_us, wall_now_us
 from protosessions.topics import create_topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,3 +164,35 @@ def test_rate_limit_passes_a_few_lines_per_message_per_interval() -> None:
     assert f.filter(r) and "18" in r.getMessage()  # says how many were dropped
     assert rate_limited_kafka_logger() is rate_limited_kafka_logger()
     assert sum(isinstance(x, RateLimit) for x in rate_limited_kafka_logger().filters) == 1
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+def test_signal_stops_a_kafka_run_cleanly(sig: int, code: int) -> None:
+    """Streaming: the closed session is delivered, the open one is not
+    closed by the stop, the summary is printed, exit 130 / 0, quickly."""
+    brokers = bootstrap()
+    t = topics(brokers, 1, prefix="stop")
+    proc = subprocess.Popen([sys.executable, "-m", "protosessions.cli", *run_args(brokers, t)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    try:
+        now = wall_now_us()
+        produce(brokers, t["hits"], [hit("h1", now - 7200 * 10**6), hit("h2", now - 3600 * 10**6)])
+        assert len(consume_all(brokers, t["sessions"], expect=1, timeout=60)) == 1
+        start = time.monotonic()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = err.decode()
+    assert proc.returncode == code, text[-3000:]
+    assert time.monotonic() - start < 20, "a stop must fit a pod's grace period"
+    assert text.strip().splitlines()[-1].endswith(f"stopped by {signal.Signals(sig).name}")
+    assert "panicked" not in text
+    assert len(consume_all(brokers, t["sessions"], idle=2.0)) == 1  # h2's session stays open
+
+
+def hit(id: str, t_us: int) -> bytes:
+    return orjson.dumps({"id": id, "client_id": "c", "property_id": "G-1",
+                         "server_received_time": format_time_us(t_us)})
