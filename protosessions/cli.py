@@ -1,7 +1,9 @@
 """`protosessions` command line: run the dataflow, generate hits, manage topics and recovery.
 
 Every failure the user can fix (a bad flag, an unreadable file, a recovery
-directory that was never initialised) is one line on stderr and exit code 2.
+directory that was never initialised, Kafka not reachable within
+`--kafka-timeout` or without the job's topics) is one line on stderr and
+exit code 2. A run stopped by SIGINT exits 130, by SIGTERM 0 (`flows.stop`).
 """
 
 from __future__ import annotations
