@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
+from typing import Any
 
 from bytewax.recovery import InconsistentPartitionsError, MissingPartitionsError, NoPartitionsError
 from bytewax.run import cli_main
@@ -16,10 +18,13 @@ from .recovery import RecoveryError, checked_recovery_config
 from .sessions import build_flow, tune_gc
 
 
-def run(config: RunConfig) -> int | None:
-    """Build and run the flow; returns the signal that stopped it early, if
-    one did (`flows.stop`). A recovery store that cannot be used raises
-    `RecoveryError`; Kafka that cannot be used, `KafkaUnavailable`."""
+def run(config: RunConfig,
+        during: AbstractContextManager[Any] | None = None) -> int | None:
+    """Build and run the flow, inside `during` (the CLI's progress line: so
+    it starts with the dataflow, not while the preflight waits); returns the
+    signal that stopped it early, if one did (`flows.stop`). A recovery store
+    that cannot be used raises `RecoveryError`; Kafka that cannot be used,
+    `KafkaUnavailable`."""
     tune_gc()
     preflight(config)  # fails in --kafka-timeout, not never
     recovery = (checked_recovery_config(config.recovery_dir, config.backup_interval)
@@ -28,8 +33,9 @@ def run(config: RunConfig) -> int | None:
     epoch = timedelta(microseconds=parse_duration_us(config.snapshot_interval))
     stop.install()
     try:
-        cli_main(flow, workers_per_process=config.workers, epoch_interval=epoch,
-                 recovery_config=recovery)
+        with during or nullcontext():
+            cli_main(flow, workers_per_process=config.workers, epoch_interval=epoch,
+                     recovery_config=recovery)
     except (InconsistentPartitionsError, MissingPartitionsError, NoPartitionsError) as e:
         raise RecoveryError(f"recovery directory {config.recovery_dir}: {e}") from None
     finally:

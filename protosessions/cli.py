@@ -101,11 +101,12 @@ class Progress:
     def __init__(self, sessions_topic: str | None = None, every: float = 5.0) -> None:
         self.every = every
         self.sessions_topic = sessions_topic
-        self.start = time.monotonic()
+        self.start = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self) -> "Progress":
+        self.start = time.monotonic()
         self._thread.start()
         return self
 
@@ -161,8 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stats.reset()
     start = time.monotonic()
     try:
-        with Progress(config.sessions_topic if config.streaming else None):
-            stopped_by = run(config)
+        stopped_by = run(config, Progress(config.sessions_topic if config.streaming else None))
     except (RecoveryError, KafkaUnavailable) as e:
         raise UsageError(f"protosessions run: {e}") from None
     except BytewaxRuntimeError as e:  # the dataflow failed: say why in one line

@@ -28,7 +28,7 @@ from protosessions.topics import create_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "BYTEWAX_DATAFLOW_API_CACHE_PATH": tempfile.gettempdir()}
-TIMEOUT = 3.0  # --kafka-timeout in these tests
+TIMEOUT = 6.0  # --kafka-timeout in these tests: past the first progress line (5 s)
 BOUND = TIMEOUT + 15.0  # interpreter start, imports, a slow CI machine
 
 
@@ -94,7 +94,8 @@ def test_bytewax_launcher_fails_at_start_too() -> None:
     t = topics(brokers, 1, prefix="launch")
     env = {**ENV, "PROTOSESSIONS_KAFKA_BROKERS": brokers, "PROTOSESSIONS_HITS_TOPIC": t["hits"],
            "PROTOSESSIONS_SESSIONS_TOPIC": t["sessions"] + ".missing",
-           "PROTOSESSIONS_DEAD_LETTER_TOPIC": t["dead"], "PROTOSESSIONS_KAFKA_TIMEOUT": "3s"}
+           "PROTOSESSIONS_DEAD_LETTER_TOPIC": t["dead"],
+           "PROTOSESSIONS_KAFKA_TIMEOUT": f"{TIMEOUT:g}s"}
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "bytewax.run", "flows.sessions:flow"], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=120)
@@ -132,7 +133,8 @@ def test_sink_counts_sessions_only_once_delivered() -> None:
     assert totals[stats.delivered(small)] == 0
     assert len(consume_all(brokers, t["sessions"], expect=2, timeout=30)) == 2
     totals["closed:inactivity"] = 3  # closed, but only 2 delivered
-    assert progress_line(totals, 1.0, t["sessions"]).startswith("protosessions: 0 hits read, 2 sessions")
+    line = progress_line(totals, 1.0, t["sessions"])
+    assert line.startswith("protosessions: 0 hits read, 2 sessions")
 
 
 def test_librdkafka_log_goes_through_python_logging_rate_limited(capfd, caplog) -> None:
