@@ -41,6 +41,8 @@ def install() -> None:
     global _received
     _received = None
     for s in SIGNALS:
+        if signal.getsignal(s) is signal.SIG_IGN:  # e.g. SIGINT of a `cmd &` job: keep ignoring
+            continue
         previous = signal.signal(s, _handle)
         _previous.setdefault(s, previous)
 
