@@ -125,3 +125,26 @@ def test_flag_and_handlers_reset() -> None:
         stop.reset()
     assert not stop.requested()
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+HUNG_RUN = """
+import os, signal, sys, time
+from flows import stop
+stop.HARD_STOP_AFTER_S = float(sys.argv[1])
+stop.install()
+for _ in range(int(sys.argv[2])):
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.2)
+time.sleep(60)  # a run whose stop hangs
+"""
+
+
+@pytest.mark.parametrize("deadline_s,signals", [(1.0, 1), (60.0, 2)])
+def test_a_stop_that_hangs_exits_hard_in_bounded_time(deadline_s: float, signals: int) -> None:
+    """After `HARD_STOP_AFTER_S`, or at a second signal, the process exits
+    (128 + signal) instead of waiting for the kubelet's SIGKILL."""
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", HUNG_RUN, str(deadline_s), str(signals)],
+                          cwd=ROOT, capture_output=True, timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr.decode()
+    assert time.monotonic() - start < 15
