@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
@@ -198,3 +199,45 @@ def test_signal_stops_a_kafka_run_cleanly(sig: int, code: int) -> None:
 def hit(id: str, t_us: int) -> bytes:
     return orjson.dumps({"id": id, "client_id": "c", "property_id": "G-1",
                          "server_received_time": format_time_us(t_us)})
+
+
+@pytest.mark.kafka
+def test_sigterm_stops_both_processes_of_a_cluster_and_resume_loses_nothing(tmp_path) -> None:
+    """The StatefulSet's command, two processes (Bytewax's `cluster_main`,
+    where the main thread runs the signal handlers): SIGTERM to both pods
+    mid-backlog, both exit 0 in time; resuming from the recovery store then
+    puts every hit in a session, each once, as the in-process engine does."""
+    from test_k8s_cluster import cluster_cmd_env, init_recovery, run_cluster, sessions
+
+    from protosessions.config import Settings
+    from protosessions.engine import Engine
+    from protosessions.generate import generate_hits
+
+    brokers = bootstrap()
+    lines = list(generate_hits(150_000, 8_000, seed=5,
+                               start=datetime(2025, 3, 1, tzinfo=timezone.utc)))
+    t = topics(brokers, 2, prefix="cstop")
+    produce(brokers, t["hits"], lines)
+    init_recovery(tmp_path)
+    procs = cluster_cmd_env(2, tmp_path, brokers, t)
+    streaming = [(cmd, {**env, "PROTOSESSIONS_UNTIL_END": "false"}) for cmd, env in procs]
+    ps = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           start_new_session=True) for cmd, env in streaming]
+    try:
+        time.sleep(4)
+        assert all(p.poll() is None for p in ps), "a process ended before the stop"
+        start = time.monotonic()
+        for p in ps:
+            p.send_signal(signal.SIGTERM)
+        errs = [p.communicate(timeout=60)[1].decode() for p in ps]
+    finally:
+        for p in ps:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in ps] == [0, 0], "\n".join(e[-2000:] for e in errs)
+    assert time.monotonic() - start < 20
+    run_cluster(procs)  # resume, to the end of the topic
+    got = sessions(brokers, t["sessions"])
+    want = [orjson.loads(s) for _, s in Engine(Settings(), future_check=False).run(lines)]
+    assert (sorted(h["id"] for s in got.values() for h in s["hits"])
+            == sorted(h["id"] for s in want for h in s["hits"]))
