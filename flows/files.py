@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import sys
 from typing import BinaryIO, Optional
 
@@ -12,6 +13,8 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from protosessions.config import Settings
 
 from .sources import Batch, Raw, ReaderPartition
+
+STDIN_WAIT_S = 0.1  # how long one batch waits for a quiet stdin pipe
 
 
 class _LinesPartition(ReaderPartition):
@@ -37,21 +40,36 @@ class _LinesPartition(ReaderPartition):
             self._offset, self._line = resume[0]
             self._f.seek(self._offset)
 
-    def _fill(self) -> None:
-        chunk = self._f.read(self.CHUNK)
+    def _read(self) -> Optional[bytes]:
+        """The next chunk (b"" at the end); None when stdin has nothing yet,
+        so a quiet pipe does not hide a stop request (`flows.stop`)."""
+        if not self._stdin:
+            return self._f.read(self.CHUNK)
+        fd = self._f.fileno()
+        if not select.select([fd], [], [], STDIN_WAIT_S)[0]:
+            return None
+        return os.read(fd, self.CHUNK)  # what the pipe holds, not a full chunk
+
+    def _fill(self) -> bool:
+        """Read a chunk into `_pending`; False if none was there yet."""
+        chunk = self._read()
+        if chunk is None:
+            return False
         if not chunk:
             self._eof = True
             if self._tail:
                 self._pending.append(self._tail)
                 self._tail = b""
-            return
+            return True
         lines = (self._tail + chunk).split(b"\n")
         self._tail = lines.pop()
         self._pending.extend(lines)
+        return True
 
     def read_raw(self) -> tuple[list[Raw], bool, bool]:
         while len(self._pending) < self._batch and not self._eof:
-            self._fill()
+            if not self._fill():
+                break
         take = self._pending[:self._batch]
         del self._pending[:self._batch]
         name = self._path

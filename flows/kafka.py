@@ -13,7 +13,11 @@ from typing import Any, Optional
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, Producer
 
+from protosessions import stats
 from protosessions.closer import Requeue
+
+from . import stop
+from .kafka_admin import rate_limited_kafka_logger
 
 PRODUCER_DEFAULTS = {
     "enable.idempotence": True,  # no duplicates or reordering from retries
@@ -30,13 +34,17 @@ class DeliveryError(RuntimeError):
 
 class _ProducerPartition(StatelessSinkPartition[Any]):
     def __init__(self, config: dict[str, Any], topic: str) -> None:
-        self._producer = Producer(config)
+        self._producer = Producer({**config, "logger": rate_limited_kafka_logger()})
         self._topic = topic
         self._errors: list[KafkaError] = []
+        self._delivered = 0
+        self._counter = stats.delivered(topic)
 
     def _on_delivery(self, err: Optional[KafkaError], _msg: Any) -> None:
         if err is not None:
             self._errors.append(err)
+        else:
+            self._delivered += 1
 
     def write_batch(self, items: list[Any]) -> None:
         produce, poll = self._producer.produce, self._producer.poll
@@ -54,6 +62,9 @@ class _ProducerPartition(StatelessSinkPartition[Any]):
         # until `delivery.timeout.ms`.
         while self._producer.flush(1.0):
             pass
+        # Counted only now, acknowledged: the progress line shows what is written.
+        stats.counter()[self._counter] += self._delivered
+        self._delivered = 0
         if self._errors:
             err, self._errors = self._errors[0], []
             raise DeliveryError(f"Kafka delivery to {topic!r} failed: {err.str()} "
@@ -73,7 +84,8 @@ def _key_value(item: Any) -> tuple[Optional[bytes], bytes]:
 
 class DeliveredKafkaSink(DynamicSink[Any]):
     """Produces `(key str | None, value bytes)` items (or `Requeue`s) to one
-    topic: idempotent producer, `acks=all`, every delivery report checked."""
+    topic: idempotent producer, `acks=all`, every delivery report checked,
+    delivered messages counted (`stats.delivered(topic)`)."""
 
     def __init__(self, brokers: str, topic: str, config: dict[str, str]) -> None:
         self._config: dict[str, Any] = {"bootstrap.servers": brokers, **PRODUCER_DEFAULTS}

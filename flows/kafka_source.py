@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 
 from protosessions.config import Settings
 
+from .kafka_admin import rate_limited_kafka_logger
 from .sources import Batch, Raw, ReaderPartition
 
 IDLE = timedelta(milliseconds=5)  # how soon an empty partition is polled again
@@ -83,7 +84,8 @@ class HitsSource(FixedPartitionedSource[Batch, tuple]):
         self._parts: list[str] | None = None
 
     def _client_config(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.brokers, **self.config}
+        return {"bootstrap.servers": self.brokers, **self.config,
+                "logger": rate_limited_kafka_logger()}
 
     def list_parts(self) -> list[str]:
         meta = AdminClient(self._client_config()).list_topics(self.topic,

@@ -122,8 +122,23 @@ def tune_gc() -> None:
 
 def __getattr__(name: str) -> Dataflow:
     """`flow`: what `python -m bytewax.run flows.sessions:flow` runs, built from
-    `PROTOSESSIONS_*` only when asked for (importing this module builds nothing)."""
+    `PROTOSESSIONS_*` only when asked for (importing this module builds nothing).
+    Kafka that cannot be used ends the process with one line and exit code 2;
+    SIGINT/SIGTERM stop the run cleanly (`flows.stop`; the process exits 0)."""
     if name == "flow":
+        import sys
+
+        from . import stop
+        from .kafka_admin import KafkaUnavailable, preflight
+
         tune_gc()
-        return build_flow(RunConfig.from_values(from_env(os.environ)))
+        config = RunConfig.from_values(from_env(os.environ))
+        try:
+            preflight(config)
+        except KafkaUnavailable as e:
+            print(f"flows.sessions:flow: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        flow = build_flow(config)
+        stop.install()
+        return flow
     raise AttributeError(name)

@@ -1,7 +1,9 @@
 """`protosessions` command line: run the dataflow, generate hits, manage topics and recovery.
 
 Every failure the user can fix (a bad flag, an unreadable file, a recovery
-directory that was never initialised) is one line on stderr and exit code 2.
+directory that was never initialised, Kafka not reachable within
+`--kafka-timeout` or without the job's topics) is one line on stderr and
+exit code 2. A run stopped by SIGINT exits 130, by SIGTERM 0 (`flows.stop`).
 """
 
 from __future__ import annotations
@@ -9,13 +11,14 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import os
+import signal
 import sys
 import threading
 import time
 from typing import Any, Sequence
 
 from . import stats
-from .options import OPTIONS, from_env, parse_bool, split_list
+from .options import BY_DEST, OPTIONS, from_env, parse_bool, split_list
 from .units import parse_duration_us
 
 
@@ -145,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
                         default=list(split_list(os.environ.get("PROTOSESSIONS_KAFKA_CONFIG", ""))),
                         help="librdkafka setting key=value, repeatable (default: none, or the pairs "
                              "in PROTOSESSIONS_KAFKA_CONFIG, not shown: they may hold secrets)")
+    timeout = BY_DEST["kafka_timeout"]
+    create.add_argument("--kafka-timeout", default=os.environ.get(timeout.env, timeout.default),
+                        help=f"how long to wait for the broker before failing [env {timeout.env}] "
+                             "(default: %(default)s)")
 
     rec = sub.add_parser("recovery", help="Bytewax recovery directory")
     rsub = rec.add_subparsers(dest="recovery_command", required=True, parser_class=_Parser)
@@ -169,15 +176,18 @@ def _run_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 class Progress:
-    """Prints counts to stderr every few seconds while a run goes on."""
+    """Prints counts to stderr every few seconds while a run goes on; on
+    Kafka (`sessions_topic`) sessions count once the broker acknowledged them."""
 
-    def __init__(self, every: float = 5.0) -> None:
+    def __init__(self, sessions_topic: str | None = None, every: float = 5.0) -> None:
         self.every = every
-        self.start = time.monotonic()
+        self.sessions_topic = sessions_topic
+        self.start = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self) -> "Progress":
+        self.start = time.monotonic()
         self._thread.start()
         return self
 
@@ -187,15 +197,16 @@ class Progress:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
-            t = stats.totals()
-            secs = time.monotonic() - self.start
-            print(progress_line(t, secs), file=sys.stderr, flush=True)
+            print(progress_line(stats.totals(), time.monotonic() - self.start,
+                                self.sessions_topic), file=sys.stderr, flush=True)
 
 
-def progress_line(t: dict, seconds: float) -> str:
-    """The line printed every few seconds: what was read, what is open, what closed."""
+def progress_line(t: dict, seconds: float, sessions_topic: str | None = None) -> str:
+    """The line printed every few seconds: what was read, what is open, what
+    closed (on Kafka: sessions the broker acknowledged)."""
+    sessions = _closed(t) if sessions_topic is None else t[stats.delivered(sessions_topic)]
     return (f"protosessions: {t['hits_read']} hits read, {t['open']} open proto-sessions, "
-            f"{_closed(t)} sessions, {t['dead_letters']} dead letters, {seconds:.0f}s")
+            f"{sessions} sessions, {t['dead_letters']} dead letters, {seconds:.0f}s")
 
 
 def _closed(t: dict) -> int:
@@ -226,15 +237,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         _check_file_io(config)
     from bytewax.errors import BytewaxRuntimeError
 
+    from flows.kafka_admin import KafkaUnavailable
     from flows.recovery import RecoveryError
     from flows.runner import run  # Bytewax is imported only to run
 
     stats.reset()
     start = time.monotonic()
     try:
-        with Progress():
-            run(config)
-    except RecoveryError as e:
+        stopped_by = run(config, Progress(config.sessions_topic if config.streaming else None))
+    except (RecoveryError, KafkaUnavailable) as e:
         raise UsageError(f"protosessions run: {e}") from None
     except BytewaxRuntimeError as e:  # the dataflow failed: say why in one line
         if os.environ.get("PROTOSESSIONS_DEBUG"):
@@ -242,8 +253,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"protosessions run: the dataflow failed: {_root_cause(e)} "
               "(PROTOSESSIONS_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
-    print(summary_line(stats.totals(), time.monotonic() - start), file=sys.stderr)
-    return 0
+    line = summary_line(stats.totals(), time.monotonic() - start)
+    if stopped_by is None:
+        print(line, file=sys.stderr)
+        return 0
+    print(f"{line}; stopped by {signal.Signals(stopped_by).name}", file=sys.stderr)
+    return 130 if stopped_by == signal.SIGINT else 0  # SIGTERM: a requested stop, not a failure
 
 
 def _root_cause(e: BaseException) -> str:
@@ -359,4 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the imported module, so that `UsageError` raised by the other
+    # modules (`from .cli import UsageError`) is the class `main` catches.
+    from protosessions.cli import main as _main
+    sys.exit(_main())

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .config import Settings
+from .units import parse_duration_us
 
 ENV_PREFIX = "PROTOSESSIONS_"
 
@@ -60,6 +61,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("sessions-topic", "sessions", "Kafka topic to write sessions to"),
     Option("dead-letter-topic", "hits.dead", "Kafka topic to write rejected hits to"),
     Option("kafka-config", (), "librdkafka setting key=value (repeatable)", "list"),
+    Option("kafka-timeout", "30s", "Kafka: how long the start waits for the broker to answer and "
+           "show the hits, sessions and dead-letter topics; past it the run fails (exit 2)"),
     Option("skip-catching-up", False, "after downtime, start the clock at wall time", "bool"),
     Option("until-end", False, "Kafka: read the hits topic to its current end, then close "
            "everything as end_of_input and stop, like a file (backfills, tests)", "bool"),
@@ -163,6 +166,12 @@ class RunConfig:
         inputs = [os.path.abspath(p) if p != "-" else p for p in self.input]
         if len(set(inputs)) != len(inputs):
             raise ValueError("--input: the same file is given twice")
+        try:
+            timeout = parse_duration_us(self.kafka_timeout)
+        except ValueError as e:
+            raise ValueError(f"--kafka-timeout: {e}") from None
+        if timeout <= 0:
+            raise ValueError("--kafka-timeout must be more than 0s")
         conf = kafka_config(self.kafka_config)
         for key, bad in (("enable.idempotence", "false"), ("acks", "0"), ("acks", "1")):
             if str(conf.get(key, "")).lower() == bad:

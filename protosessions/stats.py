@@ -36,3 +36,9 @@ def reset() -> None:
     with _lock:
         for c in _all:
             c.clear()
+
+
+def delivered(topic: str) -> str:
+    """The counter of messages the broker acknowledged on `topic` (Kafka
+    sinks count only what was delivered, so progress never runs ahead of it)."""
+    return "delivered:" + topic

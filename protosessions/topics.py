@@ -1,5 +1,5 @@
-"""`protosessions topics create`: the hits, sessions, dead-letter and progress
-topics, idempotently."""
+"""`protosessions topics create`: the hits, sessions and dead-letter topics,
+idempotently."""
 
 from __future__ import annotations
 
@@ -7,25 +7,21 @@ import argparse
 import sys
 
 from .options import kafka_config
-
-
-PROGRESS_TOPIC_CONFIG = {"retention.ms": "60000"}  # progress is only ever read live
-
-
-def progress_topic(hits_topic: str) -> str:
-    """Where the processes of one job tell each other how far they have read
-    (`flows.progress`)."""
-    return hits_topic + ".progress"
+from .units import parse_duration_us
 
 
 def create_topics(brokers: str, names: list[str], partitions: int, replication: int,
                   config: dict[str, str], timeout: float = 30.0,
                   topic_configs: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
-    """Create each topic that is missing; returns `{topic: "created" | "exists"}`."""
+    """Create each topic that is missing; returns `{topic: "created" | "exists"}`.
+    A broker that does not answer within `timeout` (or refuses) raises
+    `flows.kafka_admin.KafkaUnavailable`, one line naming it and the cause."""
     from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import NewTopic
 
-    admin = AdminClient({"bootstrap.servers": brokers, **config})
+    from flows.kafka_admin import KafkaUnavailable, connect
+
+    admin = connect(brokers, config, timeout)  # else create_topics waits without a word
     topic_configs = topic_configs or {}
     futures = admin.create_topics([NewTopic(n, num_partitions=partitions,
                                             replication_factor=replication,
@@ -37,10 +33,12 @@ def create_topics(brokers: str, names: list[str], partitions: int, replication: 
             future.result(timeout)
             result[name] = "created"
         except KafkaException as e:
-            if e.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            err = e.args[0]
+            if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 result[name] = "exists"
             else:
-                raise
+                raise KafkaUnavailable(f"Kafka at {brokers}: cannot create topic {name!r}: "
+                                       f"{err.str()}") from None
     return result
 
 
@@ -55,13 +53,17 @@ def cmd_topics(args: argparse.Namespace) -> int:
         conf = kafka_config(args.kafka_config)
     except ValueError as e:
         raise UsageError(f"protosessions topics create: {e}") from None
-    progress = progress_topic(args.hits_topic)
-    names = [args.hits_topic, args.sessions_topic, args.dead_letter_topic, progress]
+    names = [args.hits_topic, args.sessions_topic, args.dead_letter_topic]
+    try:
+        timeout_s = parse_duration_us(args.kafka_timeout) / 1e6
+    except ValueError as e:
+        raise UsageError(f"protosessions topics create: --kafka-timeout: {e}") from None
+    from flows.kafka_admin import KafkaUnavailable
+
     try:
         result = create_topics(args.kafka_brokers, names, args.partitions,
-                               args.replication_factor, conf,
-                               topic_configs={progress: PROGRESS_TOPIC_CONFIG})
-    except Exception as e:  # broker unreachable, not authorised...
+                               args.replication_factor, conf, timeout=timeout_s)
+    except KafkaUnavailable as e:  # broker unreachable, not authorised...
         raise UsageError(f"protosessions topics create: {e}") from None
     for name in names:
         print(f"{name}: {result[name]}", file=sys.stderr)
