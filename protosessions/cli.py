@@ -44,7 +44,7 @@ RUN_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                   "allowed-lateness", "join-by-session-stamp", "join-by-user-id",
                   "eviction-strategy", "session-hits", "max-hit-bytes", "max-future-skew")),
     ("Kafka", ("kafka-brokers", "hits-topic", "sessions-topic", "dead-letter-topic",
-               "kafka-config", "until-end", "skip-catching-up")),
+               "kafka-config", "kafka-timeout", "until-end", "skip-catching-up")),
     ("recovery", ("recovery-dir", "snapshot-interval", "backup-interval")),
     ("tuning", ("workers", "batch-size", "shards", "identity-shards", "compaction-threshold",
                 "max-held-hits")),
