@@ -135,7 +135,7 @@ def test_sink_counts_sessions_only_once_delivered() -> None:
     assert len(consume_all(brokers, t["sessions"], expect=2, timeout=30)) == 2
     totals["closed:inactivity"] = 3  # closed, but only 2 delivered
     line = progress_line(totals, 1.0, t["sessions"])
-    assert line.startswith("protosessions: 0 hits read, 2 sessions")
+    assert ", 2 sessions," in line
 
 
 def test_librdkafka_log_goes_through_python_logging_rate_limited(capfd, caplog) -> None:
