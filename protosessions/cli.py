@@ -7,6 +7,7 @@ directory that was never initialised) is one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
@@ -141,13 +142,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         _check_file_io(config)
     from bytewax.errors import BytewaxRuntimeError
 
+    from flows.files import atomic_outputs
     from flows.recovery import RecoveryError
     from flows.runner import run  # Bytewax is imported only to run
 
     stats.reset()
     start = time.monotonic()
+    # Without recovery, files are replaced only by a run that succeeds; with
+    # it, they are resumed in place by byte offset.
+    outputs = atomic_outputs() if not config.recovery_dir else contextlib.nullcontext()
     try:
-        with Progress():
+        with Progress(), outputs:
             run(config)
     except RecoveryError as e:
         raise UsageError(f"protosessions run: {e}") from None
@@ -168,6 +173,8 @@ def _root_cause(e: BaseException) -> str:
 
 
 def _check_file_io(config: Any) -> None:
+    """Every file location, checked before any is opened: a bad one must not
+    cost the data in another (nothing is truncated here; see `atomic_outputs`)."""
     src = config.input
     if src and src != "-":
         try:
@@ -181,8 +188,9 @@ def _check_file_io(config: Any) -> None:
             if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
                 raise UsageError(f"protosessions run: cannot write {flag} {path}: "
                                  "its directory does not exist or is not writable")
-            if not config.recovery_dir:  # a fresh run starts empty files, even with nothing to write
-                open(path, "wb").close()
+            if os.path.isdir(path) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+                raise UsageError(f"protosessions run: cannot write {flag} {path}: "
+                                 "it is a directory or not writable")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
