@@ -95,32 +95,31 @@ class JsonlSource(FixedPartitionedSource[Located, Optional[tuple]]):
 STDERR = "/dev/stderr"
 
 
-class _Replacements:
-    """The output files of one `atomic_outputs` block: `(temp, target)` pairs."""
-
-    def __init__(self) -> None:
-        self.files: list[tuple[str, str]] = []
-
-
-_block: Optional[_Replacements] = None
+_block: Optional[dict[str, tuple[str, str]]] = None  # path -> (temp file, target)
 
 
 @contextmanager
-def atomic_outputs() -> Iterator[None]:
-    """File sinks built inside write to a temp file beside their target,
-    which replaces the target only when the block ends without an error: a
-    run that fails (or is interrupted) leaves the old file as it was.
-    Bytewax closes sinks on failure too, so closing cannot be the commit."""
+def atomic_outputs(paths: Iterable[Optional[str]]) -> Iterator[None]:
+    """Each file of `paths` is written to a new temp file beside it (by the
+    sinks built inside the block), which replaces it only when the block ends
+    without an error: a run that fails or is interrupted leaves the old file
+    as it was. Bytewax closes sinks on failure too, so closing cannot be the
+    commit; and it builds a sink only when something reaches it, so the temp
+    files are made here (an empty input still empties its outputs)."""
     global _block
-    block = _block = _Replacements()
+    block: dict[str, tuple[str, str]] = {}
     try:
+        for path in paths:
+            if path and path not in ("-", STDERR) and path not in block and _is_regular_or_absent(path):
+                block[path] = _new_temp(path)
+        _block = block
         yield
     except BaseException:
-        for temp, _ in block.files:
+        for temp, _ in block.values():
             _unlink(temp)
         raise
     else:
-        for temp, target in block.files:
+        for temp, target in block.values():
             os.replace(temp, target)
     finally:
         _block = None
@@ -133,9 +132,9 @@ def _unlink(path: str) -> None:
         pass
 
 
-def _open_replacement(path: str, block: _Replacements) -> BinaryIO:
-    """A new temp file beside `path` (its symlink followed), with the mode
-    `path` has (or would get), registered with `block`."""
+def _new_temp(path: str) -> tuple[str, str]:
+    """A new empty temp file beside `path` (its symlink followed), with the
+    mode `path` has (or would get): `(temp, target)`."""
     target = os.path.realpath(path)
     directory, name = os.path.split(target)
     temp = os.path.join(directory, f".{name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
@@ -143,13 +142,9 @@ def _open_replacement(path: str, block: _Replacements) -> BinaryIO:
     try:
         if os.path.exists(target):
             os.chmod(fd, stat.S_IMODE(os.stat(target).st_mode))
-        f = os.fdopen(fd, "wb")
-    except BaseException:
+    finally:
         os.close(fd)
-        _unlink(temp)
-        raise
-    block.files.append((temp, target))
-    return f
+    return temp, target
 
 
 def _is_regular_or_absent(path: str) -> bool:
@@ -168,8 +163,8 @@ class _BytesLinesPartition(StatefulSinkPartition[bytes, Optional[int]]):
         self._replacing = False  # a temp file that replaces `path` on success
         if self._stdout:
             self._f: BinaryIO = sys.stderr.buffer if path == STDERR else sys.stdout.buffer
-        elif resume is None and _block is not None and _is_regular_or_absent(path):
-            self._f = _open_replacement(path, _block)
+        elif resume is None and _block is not None and path in _block:
+            self._f = open(_block[path][0], "wb")
             self._replacing = True
         else:
             mode = "r+b" if resume is not None and os.path.exists(path) else "wb"

@@ -125,5 +125,10 @@ def __getattr__(name: str) -> Dataflow:
     `PROTOSESSIONS_*` only when asked for (importing this module builds nothing)."""
     if name == "flow":
         tune_gc()
-        return build_flow(RunConfig.from_values(from_env(os.environ)), peers=True)
+        config = RunConfig.from_values(from_env(os.environ))
+        store = os.environ.get("BYTEWAX_RECOVERY_DIRECTORY")
+        if store:  # as `protosessions run` does: a resume must not change these
+            from .recovery import check_resume, resume_record
+            check_resume(store, resume_record(config))
+        return build_flow(config, peers=True)
     raise AttributeError(name)

@@ -126,6 +126,9 @@ def summary_line(t: dict, seconds: float) -> str:
             f" {t['duplicates']} duplicates, {seconds:.2f}s, {rate:.0f} hits/s")
 
 
+NO_VALID_HIT = 1  # exit code: the input had lines, and not one was a valid hit
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .options import RunConfig
 
@@ -143,14 +146,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bytewax.errors import BytewaxRuntimeError
 
     from flows.files import atomic_outputs
-    from flows.recovery import RecoveryError
+    from flows.recovery import (RecoveryError, check_resume, checked_recovery_config,
+                                damaged_snapshot, resume_record)
+
+    resumed = False
+    if config.recovery_dir:
+        try:
+            checked_recovery_config(config.recovery_dir, config.backup_interval)
+            resumed = check_resume(config.recovery_dir, resume_record(config))
+            damage = damaged_snapshot(config.recovery_dir) if resumed else None
+        except RecoveryError as e:
+            raise UsageError(f"protosessions run: {e}") from None
+        if damage:  # found before Bytewax would panic on it
+            raise UsageError(f"protosessions run: {damage}")
+        for name in ("input", "output", "dead_letter"):  # Bytewax keys state by these names
+            path = config.values.get(name)
+            if path and path != "-" and not config.streaming:
+                config.values[name] = os.path.abspath(path)
+    if not config.streaming and not config.input:
+        from flows.sessions import sample_path
+        print(f"protosessions run: no --input given: reading the bundled sample {sample_path()}",
+              file=sys.stderr)
     from flows.runner import run  # Bytewax is imported only to run
 
     stats.reset()
     start = time.monotonic()
     # Without recovery, files are replaced only by a run that succeeds; with
     # it, they are resumed in place by byte offset.
-    outputs = atomic_outputs() if not config.recovery_dir else contextlib.nullcontext()
+    outputs = (atomic_outputs([config.output, config.dead_letter])
+               if not config.recovery_dir and not config.streaming else contextlib.nullcontext())
     try:
         with Progress(), outputs:
             run(config)
@@ -162,7 +186,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"protosessions run: the dataflow failed: {_root_cause(e)} "
               "(PROTOSESSIONS_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
-    print(summary_line(stats.totals(), time.monotonic() - start), file=sys.stderr)
+    totals = stats.totals()
+    print(summary_line(totals, time.monotonic() - start), file=sys.stderr)
+    if (not config.streaming and not resumed and totals["hits_read"]
+            and totals["dead_letters"] == totals["hits_read"]):
+        print(f"protosessions run: not one of the {totals['hits_read']} input lines is a valid hit "
+              "(see the dead letters): is this a JSONL file of hits?", file=sys.stderr)
+        return NO_VALID_HIT
     return 0
 
 
@@ -214,7 +244,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_unknown_env() -> None:
+    from .options import unknown_env
+
+    for name in unknown_env():
+        print(f"protosessions: warning: {name} is not a protosessions setting (a typo?); ignored",
+              file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _warn_unknown_env()
     try:
         try:
             parser = build_parser()
@@ -239,5 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m protosessions.cli`: run the imported module, so that
+    from protosessions.cli import main as _main  # `UsageError` raised elsewhere is this one
+
+    sys.exit(_main())

@@ -26,7 +26,7 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 import bytewax.run  # noqa: E402
 
-from protosessions.options import OPTIONS, engine_settings, from_env, kafka_config  # noqa: E402
+from protosessions.options import OPTIONS, engine_settings, from_env, kafka_config, split_list  # noqa: E402
 from protosessions.units import parse_duration_us  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -239,7 +239,7 @@ def test_example_secret_matches_the_secret_reference():
     ref = env_of(main_container())["PROTOSESSIONS_KAFKA_CONFIG"]["valueFrom"]["secretKeyRef"]
     assert ref["name"] == secret["metadata"]["name"] == "protosessions-kafka"
     assert ref["key"] in secret["stringData"] and ref.get("optional") is True
-    kafka_config(secret["stringData"][ref["key"]].split(","))  # key=value pairs
+    kafka_config(split_list(secret["stringData"][ref["key"]]))  # key=value pairs, one per line
 
 
 def test_images_are_the_one_the_kustomization_names():
@@ -599,7 +599,7 @@ def test_topics_job_passes_the_kafka_secret_as_flags(tmp_path):
     path = f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"
     secret = one("Secret")["stringData"]["kafka-config"]
     base = ["topics", "create", "--partitions", "8", "--replication-factor", "3"]
-    for value, extra in ((None, []), ("", []), (secret, [a for kv in secret.split(",") for a in ("--kafka-config", kv)]),
+    for value, extra in ((None, []), ("", []), (secret, [a for kv in split_list(secret) for a in ("--kafka-config", kv)]),
                          ("sasl.password=a b*c", ["--kafka-config", "sasl.password=a b*c"]),
                          ("security.protocol=SASL_SSL\n"
                           "sasl.oauthbearer.extensions=a=1,b=2\n",
