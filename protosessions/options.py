@@ -143,6 +143,9 @@ def kafka_config(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 _SECRET_WORDS = ("password", "secret", "token", "key", "credential")
 _PROBE = "protosessions.probe"  # no librdkafka property has this name
+# Settings confluent_kafka takes itself, as Python objects (callbacks, a logger).
+_PYTHON_OBJECTS = frozenset(("logger", "error_cb", "throttle_cb", "stats_cb", "oauth_cb",
+                             "on_delivery", "on_commit", "default.topic.config"))
 
 
 def is_secret(key: str) -> bool:
@@ -159,14 +162,18 @@ def check_kafka_setting(key: str, value: str, shown: bool = True) -> None:
     exactly when librdkafka accepted the pair."""
     from confluent_kafka import KafkaException, Producer
 
+    if key in _PYTHON_OBJECTS:
+        raise ValueError(f"--kafka-config {key}: takes a Python object, not text")
     try:
         Producer({key: value, _PROBE: ""})
     except KafkaException as e:
         if _PROBE in str(e.args[0]):
             return
         reason = f" ({e.args[0].str()})" if shown and not is_secret(key) else ""
-    except Exception:  # a Python-level setting (a callback) cannot come from text
-        reason = " (it takes a Python object)"
+    except Exception:  # confluent_kafka refused it before librdkafka saw it
+        reason = ""
+    else:  # not reached: the probe's name is unknown to librdkafka
+        return
     name = key if shown else "(the setting after a secret; not shown)"
     raise ValueError(f"--kafka-config {name}: librdkafka does not accept it{reason}")
 

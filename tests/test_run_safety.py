@@ -128,7 +128,7 @@ def test_kafka_settings_that_keep_delivery_are_accepted(files, pair: str) -> Non
 
 
 @pytest.mark.parametrize("pair", ["no.such.property=1", "Acks=all", "bootstrap.server=x:9092",
-                                  "linger.ms=soon", "error_cb=x"])
+                                  "linger.ms=soon", "error_cb=x", "logger=x"])
 def test_unknown_kafka_settings_are_refused_in_file_mode(files, pair: str) -> None:
     proc = run_cli("run", "--input", str(files["input"]), "--output", str(files["output"]),
                    "--kafka-config", pair)
