@@ -146,23 +146,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bytewax.errors import BytewaxRuntimeError
 
     from flows.files import atomic_outputs
-    from flows.recovery import (RecoveryError, check_resume, checked_recovery_config,
-                                damaged_snapshot, resume_record)
+    from flows.recovery import RecoveryError
 
-    resumed = False
-    if config.recovery_dir:
-        try:
-            checked_recovery_config(config.recovery_dir, config.backup_interval)
-            resumed = check_resume(config.recovery_dir, resume_record(config))
-            damage = damaged_snapshot(config.recovery_dir) if resumed else None
-        except RecoveryError as e:
-            raise UsageError(f"protosessions run: {e}") from None
-        if damage:  # found before Bytewax would panic on it
-            raise UsageError(f"protosessions run: {damage}")
-        for name in ("input", "output", "dead_letter"):  # Bytewax keys state by these names
-            path = config.values.get(name)
-            if path and path != "-" and not config.streaming:
-                config.values[name] = os.path.abspath(path)
+    resumed = _prepare_recovery(config) if config.recovery_dir else False
     if not config.streaming and not config.input:
         from flows.sessions import sample_path
         print(f"protosessions run: no --input given: reading the bundled sample {sample_path()}",
@@ -196,6 +182,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_recovery(config: Any) -> bool:
+    """Refuse a store this run cannot use or must not change, before anything
+    is written (Bytewax would panic mid-run, or silently change the output);
+    True when the run resumes one. File paths become absolute: Bytewax keys
+    a file's state by its path, which must not depend on the directory."""
+    from flows.recovery import (RecoveryError, check_resume, checked_recovery_config,
+                                damaged_snapshot, resume_record)
+
+    try:
+        checked_recovery_config(config.recovery_dir, config.backup_interval)
+        resumed = check_resume(config.recovery_dir, resume_record(config))
+        damage = damaged_snapshot(config.recovery_dir) if resumed else None
+    except RecoveryError as e:
+        raise UsageError(f"protosessions run: {e}") from None
+    if damage:
+        raise UsageError(f"protosessions run: {damage}")
+    if not config.streaming:
+        for name in ("input", "output", "dead_letter"):
+            path = config.values.get(name)
+            if path and path != "-":
+                config.values[name] = os.path.abspath(path)
+    return resumed
+
+
 def _root_cause(e: BaseException) -> str:
     while e.__cause__ is not None or e.__context__ is not None:
         e = e.__cause__ or e.__context__  # type: ignore[assignment]
@@ -221,6 +231,11 @@ def _check_file_io(config: Any) -> None:
             if os.path.isdir(path) or (os.path.exists(path) and not os.access(path, os.W_OK)):
                 raise UsageError(f"protosessions run: cannot write {flag} {path}: "
                                  "it is a directory or not writable")
+    out, dead = config.output, config.dead_letter
+    if (out and dead and out != "-" and os.path.realpath(out) == os.path.realpath(dead)
+            and (os.path.isfile(out) or not os.path.exists(out))):  # /dev/null may be shared
+        raise UsageError("protosessions run: --output and --dead-letter are the same file: "
+                         "two writers would interleave in it")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

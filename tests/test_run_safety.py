@@ -352,3 +352,10 @@ def test_the_bytewax_run_entry_point_refuses_a_changed_resume_too(tmp_path, monk
     monkeypatch.setenv("PROTOSESSIONS_SHARDS", "32")
     with pytest.raises(RecoveryError):
         flows.sessions.flow
+
+
+def test_output_and_dead_letters_in_one_file_are_refused(files) -> None:
+    proc = run_cli("run", "--input", str(files["input"]), "--output", str(files["output"]),
+                   "--dead-letter", str(files["output"]))
+    assert refused(proc)
+    assert files["output"].read_bytes() == PRECIOUS
