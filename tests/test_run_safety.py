@@ -24,9 +24,10 @@ def hits(n: int = 5) -> bytes:
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The CLI with this test's `PROTOSESSIONS_*` variables only (none inherited)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PROTOSESSIONS_")}
     return subprocess.run([sys.executable, "-m", "protosessions.cli", *args], capture_output=True,
-                          text=True, timeout=120, cwd=cwd or ROOT,
-                          env={**os.environ, **(env or {})})
+                          text=True, timeout=120, cwd=cwd or ROOT, env={**base, **(env or {})})
 
 
 @pytest.fixture
