@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import secrets
 import select
+import stat
 import sys
-from typing import BinaryIO, Optional
+from contextlib import contextmanager
+from typing import BinaryIO, Iterable, Iterator, Optional
 
 from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
@@ -117,12 +120,77 @@ class JsonlSource(FixedPartitionedSource[Batch, tuple]):
 STDERR = "/dev/stderr"
 
 
+_block: Optional[dict[str, tuple[str, str]]] = None  # path -> (temp file, target)
+
+
+@contextmanager
+def atomic_outputs(paths: Iterable[Optional[str]]) -> Iterator[None]:
+    """Each file of `paths` is written to a new temp file beside it (by the
+    sinks built inside the block), which replaces it only when the block ends
+    without an error: a run that fails or is interrupted leaves the old file
+    as it was. Bytewax closes sinks on failure too, so closing cannot be the
+    commit; and it builds a sink only when something reaches it, so the temp
+    files are made here (an empty input still empties its outputs)."""
+    global _block
+    block: dict[str, tuple[str, str]] = {}
+    try:
+        for path in paths:
+            if path and path not in ("-", STDERR) and path not in block and _is_regular_or_absent(path):
+                block[path] = _new_temp(path)
+        _block = block
+        yield
+    except BaseException:
+        for temp, _ in block.values():
+            _unlink(temp)
+        raise
+    else:
+        for temp, target in block.values():
+            os.replace(temp, target)
+    finally:
+        _block = None
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _new_temp(path: str) -> tuple[str, str]:
+    """A new empty temp file beside `path` (its symlink followed), with the
+    mode `path` has (or would get): `(temp, target)`."""
+    target = os.path.realpath(path)
+    directory, name = os.path.split(target)
+    temp = os.path.join(directory, f".{name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        if os.path.exists(target):
+            os.chmod(fd, stat.S_IMODE(os.stat(target).st_mode))
+    finally:
+        os.close(fd)
+    return temp, target
+
+
+def _is_regular_or_absent(path: str) -> bool:
+    """Only a regular file (or none yet) is replaced by renaming; a device or
+    a pipe (`/dev/null`) is written through."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return True
+
+
 class _BytesLinesPartition(StatefulSinkPartition[bytes, Optional[int]]):
     def __init__(self, path: str, resume: Optional[int]) -> None:
         # The process's own streams are written through, never reopened or seeked.
         self._stdout = path in ("-", STDERR)
+        self._replacing = False  # a temp file that replaces `path` on success
         if self._stdout:
             self._f: BinaryIO = sys.stderr.buffer if path == STDERR else sys.stdout.buffer
+        elif resume is None and _block is not None and path in _block:
+            self._f = open(_block[path][0], "wb")
+            self._replacing = True
         else:
             mode = "r+b" if resume is not None and os.path.exists(path) else "wb"
             self._f = open(path, mode)
@@ -145,12 +213,16 @@ class _BytesLinesPartition(StatefulSinkPartition[bytes, Optional[int]]):
     def close(self) -> None:
         self._f.flush()
         if not self._stdout:
+            if self._replacing:  # on disk before it replaces the old file
+                os.fsync(self._f.fileno())
             self._f.close()
 
 
 class JsonlSink(FixedPartitionedSink[bytes, Optional[int]]):
     """Bytes items as lines of one file (`-` stdout, `/dev/stderr` stderr). On resume the file is cut
-    back to the snapshotted length, so a replay does not write lines twice."""
+    back to the snapshotted length, so a replay does not write lines twice.
+    Inside `atomic_outputs` (a run without recovery) a fresh file is written
+    beside the target and renamed over it when the run succeeds."""
 
     def __init__(self, path: str) -> None:
         self.path = path

@@ -1,11 +1,20 @@
-"""Bytewax recovery: creating the partitions, and refusing a store that is not usable."""
+"""Bytewax recovery: creating the partitions, and refusing a store that is not usable.
+
+A store is trusted: Bytewax's snapshots are pickles, so whoever can write the
+directory can run code in the job at resume (README, "Recovery").
+"""
 
 from __future__ import annotations
 
 import glob
+import json
 import os
+import pickle
+import secrets
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, Optional
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
@@ -48,8 +57,120 @@ def checked_recovery_config(directory: str, backup_interval: str) -> RecoveryCon
     if names != expected:
         raise RecoveryError(f"recovery directory {directory} has partitions {sorted(names)}, "
                             f"not part-0..part-{count - 1}: it is incomplete or mixed")
+    _check_writable(directory, parts)
     backup = timedelta(microseconds=parse_duration_us(backup_interval))
     return RecoveryConfig(directory, backup_interval=backup)
+
+
+def _check_writable(directory: str, parts: list[str]) -> None:
+    """Bytewax writes every partition (and journals beside it) as it runs;
+    it would panic on the first snapshot. Tried, not guessed from modes."""
+    for path in [directory, *parts]:
+        try:
+            if path == directory:
+                probe = os.path.join(directory, f".write-test-{secrets.token_hex(4)}")
+                with open(probe, "wb"):
+                    pass
+                os.unlink(probe)
+            else:
+                with open(path, "r+b"):
+                    pass
+        except OSError as e:
+            raise RecoveryError(f"recovery store {path} is not writable ({e.strerror}): give the job's "
+                                "user write access to the directory and its part-*.sqlite3 files") from None
+
+
+RECORD = "protosessions-resume.json"
+# What a resume must not change: where data comes from and goes (files are
+# resumed by byte offset), the sharding (it decides which state a key's
+# hits find) and the rules that decide which hits form a session. Tick,
+# compaction, size and skew limits, batch size and workers may change.
+RECORDED = ("input", "output", "dead_letter", "shards", "identity_shards", "session_duration",
+            "max_events", "max_duration", "allowed_lateness", "join_by_session_stamp",
+            "join_by_user_id", "eviction_strategy")
+
+
+def resume_record(config: Any) -> dict[str, Any]:
+    """The values of `RECORDED` for a run; file paths absolute, Kafka by topic."""
+    record = {name: getattr(config, name) for name in RECORDED}
+    if config.streaming:
+        record.update(input="kafka topic " + config.hits_topic, output=None, dead_letter=None)
+    else:
+        record["input"] = [_absolute(p) for p in config.input] or None
+        for name in ("output", "dead_letter"):
+            record[name] = _absolute(record[name])
+    return record
+
+
+def _absolute(path: str | None) -> str | None:
+    return os.path.abspath(path) if path and path != "-" else path
+
+
+def check_resume(directory: str, record: dict[str, Any]) -> bool:
+    """Refuse a run whose `record` differs from the one kept in the store;
+    keep it there when the store is first used. True when the store had
+    been used before (the run resumes)."""
+    path = os.path.join(directory, RECORD)
+    try:
+        with open(path, encoding="utf-8") as f:
+            kept = json.load(f)
+    except FileNotFoundError:
+        kept = None
+    except (OSError, ValueError) as e:
+        raise RecoveryError(f"{path} is unreadable ({e}): restore it, or start afresh with a new "
+                            "recovery directory") from None
+    if kept is None:
+        temp = f"{path}.{secrets.token_hex(4)}.tmp"
+        try:
+            with open(temp, "w", encoding="utf-8") as f:
+                json.dump(record, f, indent=1, sort_keys=True)
+            os.replace(temp, path)
+        except OSError as e:
+            raise RecoveryError(f"recovery store {directory} is not writable ({e.strerror}): give the "
+                                "job's user write access to it") from None
+        return False
+    for name in RECORDED:
+        if name in kept and kept[name] != record.get(name):
+            flag = "--" + name.replace("_", "-")
+            raise RecoveryError(f"recovery store {directory} was written with {flag} {kept[name]!r}, "
+                                f"this run has {record.get(name)!r}: resume with the recorded value "
+                                f"(see {RECORD}) or start afresh with a new recovery directory")
+    return True
+
+
+def damaged_snapshot(directory: str) -> Optional[str]:
+    """The first snapshot in the store that does not load as this build
+    loads it (one line naming the partition file), or None. Checked before
+    a resume, as Bytewax panics on such a snapshot; each is loaded and
+    dropped in turn, so this costs time (one more read of the state) but
+    little memory. Unpickling runs code: the store is trusted anyway."""
+    from protosessions.middlewares.identity import ClaimTable
+    from protosessions.state import ShardState
+
+    loaders = {"identity": ClaimTable.restore, "sessions": ShardState.restore}
+    for part in partitions(directory):
+        try:
+            with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
+                rows = db.execute("SELECT step_id, state_key, ser_change FROM snaps "
+                                  "WHERE ser_change IS NOT NULL").fetchall()
+        except sqlite3.Error as e:
+            return _damage(part, "is not a readable recovery partition", e)
+        for step_id, key, blob in rows:
+            try:
+                state = pickle.loads(blob)
+                load = loaders.get(step_id.rsplit(".", 1)[-1])
+                if load is not None and state is not None:
+                    load(state)
+            except Exception as e:
+                return _damage(part, f"holds a snapshot of step {step_id} key {key} that does not load", e)
+    return None
+
+
+def _damage(part: str, what: str, e: BaseException) -> str:
+    cause = f"{type(e).__module__}.{type(e).__name__}".removeprefix("builtins.")
+    return (f"recovery partition {part} {what} ({cause}): the store is damaged; restore the "
+            "directory from a backup, or start afresh with a new one (the job then reads its "
+            "input from the start)")
 
 
 def cmd_recovery(args) -> int:

@@ -138,6 +138,10 @@ def __getattr__(name: str) -> Dataflow:
         except KafkaUnavailable as e:
             print(f"flows.sessions:flow: {e}", file=sys.stderr)
             raise SystemExit(2) from None
+        store = os.environ.get("BYTEWAX_RECOVERY_DIRECTORY")
+        if store:  # as `protosessions run` does: a resume must not change these
+            from .recovery import check_resume, resume_record
+            check_resume(store, resume_record(config))
         flow = build_flow(config)
         stop.install()
         return flow

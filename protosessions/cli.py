@@ -9,6 +9,7 @@ exit code 2. A run stopped by SIGINT exits 130, by SIGTERM 0 (`flows.stop`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import os
 import signal
@@ -221,6 +222,9 @@ def summary_line(t: dict, seconds: float) -> str:
             f" {t['duplicates']} duplicates, {seconds:.2f}s, {rate:.0f} hits/s")
 
 
+NO_VALID_HIT = 1  # exit code: the input had lines, and not one was a valid hit
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .options import RunConfig
 
@@ -238,13 +242,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bytewax.errors import BytewaxRuntimeError
 
     from flows.kafka_admin import KafkaUnavailable
+    from flows.files import atomic_outputs
     from flows.recovery import RecoveryError
+
+    resumed = _prepare_recovery(config) if config.recovery_dir else False
+    if not config.streaming and not config.input:
+        from flows.sessions import sample_path
+        print(f"protosessions run: no --input given: reading the bundled sample {sample_path()}",
+              file=sys.stderr)
     from flows.runner import run  # Bytewax is imported only to run
 
     stats.reset()
     start = time.monotonic()
+    # Without recovery, files are replaced only by a run that succeeds; with
+    # it, they are resumed in place by byte offset.
+    outputs = (atomic_outputs([config.output, config.dead_letter])
+               if not config.recovery_dir and not config.streaming else contextlib.nullcontext())
     try:
-        stopped_by = run(config, Progress(config.sessions_topic if config.streaming else None))
+        with outputs:
+            stopped_by = run(config, Progress(config.sessions_topic if config.streaming else None))
     except (RecoveryError, KafkaUnavailable) as e:
         raise UsageError(f"protosessions run: {e}") from None
     except BytewaxRuntimeError as e:  # the dataflow failed: say why in one line
@@ -253,12 +269,43 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"protosessions run: the dataflow failed: {_root_cause(e)} "
               "(PROTOSESSIONS_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
-    line = summary_line(stats.totals(), time.monotonic() - start)
-    if stopped_by is None:
-        print(line, file=sys.stderr)
-        return 0
-    print(f"{line}; stopped by {signal.Signals(stopped_by).name}", file=sys.stderr)
-    return 130 if stopped_by == signal.SIGINT else 0  # SIGTERM: a requested stop, not a failure
+    totals = stats.totals()
+    line = summary_line(totals, time.monotonic() - start)
+    if stopped_by is not None:
+        print(f"{line}; stopped by {signal.Signals(stopped_by).name}", file=sys.stderr)
+        return 130 if stopped_by == signal.SIGINT else 0  # SIGTERM: a requested stop, not a failure
+    print(line, file=sys.stderr)
+    if (not config.streaming and not resumed and totals["hits_read"]
+            and totals["dead_letters"] == totals["hits_read"]):
+        print(f"protosessions run: not one of the {totals['hits_read']} input lines is a valid hit "
+              "(see the dead letters): is this a JSONL file of hits?", file=sys.stderr)
+        return NO_VALID_HIT
+    return 0
+
+
+def _prepare_recovery(config: Any) -> bool:
+    """Refuse a store this run cannot use or must not change, before anything
+    is written (Bytewax would panic mid-run, or silently change the output);
+    True when the run resumes one. File paths become absolute: Bytewax keys
+    a file's state by its path, which must not depend on the directory."""
+    from flows.recovery import (RecoveryError, check_resume, checked_recovery_config,
+                                damaged_snapshot, resume_record)
+
+    try:
+        checked_recovery_config(config.recovery_dir, config.backup_interval)
+        resumed = check_resume(config.recovery_dir, resume_record(config))
+        damage = damaged_snapshot(config.recovery_dir) if resumed else None
+    except RecoveryError as e:
+        raise UsageError(f"protosessions run: {e}") from None
+    if damage:
+        raise UsageError(f"protosessions run: {damage}")
+    if not config.streaming:
+        config.values["input"] = tuple(p if p == "-" else os.path.abspath(p) for p in config.input)
+        for name in ("output", "dead_letter"):
+            path = config.values.get(name)
+            if path and path != "-":
+                config.values[name] = os.path.abspath(path)
+    return resumed
 
 
 def _root_cause(e: BaseException) -> str:
@@ -268,6 +315,8 @@ def _root_cause(e: BaseException) -> str:
 
 
 def _check_file_io(config: Any) -> None:
+    """Every file location, checked before any is opened: a bad one must not
+    cost the data in another (nothing is truncated here; see `atomic_outputs`)."""
     for src in config.input:
         if src == "-":
             continue
@@ -282,8 +331,14 @@ def _check_file_io(config: Any) -> None:
             if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
                 raise UsageError(f"protosessions run: cannot write {flag} {path}: "
                                  "its directory does not exist or is not writable")
-            if not config.recovery_dir:  # a fresh run starts empty files, even with nothing to write
-                open(path, "wb").close()
+            if os.path.isdir(path) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+                raise UsageError(f"protosessions run: cannot write {flag} {path}: "
+                                 "it is a directory or not writable")
+    out, dead = config.output, config.dead_letter
+    if (out and dead and out != "-" and os.path.realpath(out) == os.path.realpath(dead)
+            and (os.path.isfile(out) or not os.path.exists(out))):  # /dev/null may be shared
+        raise UsageError("protosessions run: --output and --dead-letter are the same file: "
+                         "two writers would interleave in it")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -348,7 +403,16 @@ def _generate_live(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _warn_unknown_env() -> None:
+    from .options import unknown_env
+
+    for name in unknown_env():
+        print(f"protosessions: warning: {name} is not a protosessions setting (a typo?); ignored",
+              file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _warn_unknown_env()
     try:
         try:
             parser = build_parser()

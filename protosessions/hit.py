@@ -210,34 +210,38 @@ def _floats_in_unknown(obj: dict[str, Any]) -> bool:
 
 
 def _has_float(v: Any) -> bool:
-    c = v.__class__
-    if c is float:
-        return True
-    if c is dict:
-        return any(_has_float(x) for x in v.values())
-    if c is list:
-        return any(_has_float(x) for x in v)
+    """Iterative: an unknown field may nest up to orjson's 1024 levels, deeper
+    than Python's recursion limit."""
+    stack = [v]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        c = (x := pop()).__class__
+        if c is float:
+            return True
+        if c is dict:
+            extend(x.values())
+        elif c is list:
+            extend(x)
     return False
+
+
+# In text orjson has accepted: a string (skipped), or a number with its
+# fraction/exponent if any. An integer is the latter with no `.`/`e`.
+_STRING_OR_NUMBER = re.compile(rb'"(?:[^"\\]|\\.)*"|-?[0-9]+(?:[.eE][-+0-9.eE]*)?')
 
 
 def _has_huge_int(raw: bytes) -> bool:
     """orjson reads integers past 64 bits as floats instead of refusing them
     (SPEC: integers within 64 bits). Only for the rare hit that may hold one:
-    a run of 19 digits, then an exact parse."""
+    a run of 19 digits, then a scan of its number tokens (no recursion, so
+    any depth orjson accepts is fine)."""
     if raw.translate(_DIGITS).find(b"0" * 19) < 0:
         return False
-
-    def parse_int(text: str) -> int:
-        value = int(text)
-        if not _INT_MIN <= value <= _INT_MAX:
-            raise OverflowError(text)
-        return value
-    try:
-        json.loads(raw, parse_int=parse_int)
-    except OverflowError:
-        return True
-    except ValueError:
-        return False
+    for m in _STRING_OR_NUMBER.finditer(raw):
+        token = m.group()
+        if len(token) >= 19 and token[0] != 34 and token.lstrip(b"-").isdigit():  # 34: '"'
+            if not _INT_MIN <= int(token) <= _INT_MAX:
+                return True
     return False
 
 

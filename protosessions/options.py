@@ -122,14 +122,83 @@ def engine_settings(values: Mapping[str, Any]) -> Settings:
 
 
 def kafka_config(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
-    """`["k=v", ...]` -> dict, with a clear error on a pair without `=`."""
+    """`["k=v", ...]` -> dict, each pair one librdkafka accepts (see
+    `check_kafka_setting`). Errors never show a value: one may be a secret,
+    or a piece of one that a comma split (the one-line form of
+    `PROTOSESSIONS_KAFKA_CONFIG` cannot hold a comma, so such a piece is
+    refused rather than guessed at)."""
     conf: dict[str, str] = {}
-    for pair in pairs:
+    for n, pair in enumerate(pairs, 1):
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--kafka-config wants key=value, got {pair!r}")
+            raise ValueError(f"--kafka-config / PROTOSESSIONS_KAFKA_CONFIG: item {n} is not key=value "
+                             "(not shown; on one line items are split at commas, so a value with "
+                             "a comma needs one key=value per line)")
         conf[key.strip()] = value.strip()
+    shown = True  # the item after a secret may be a piece of it that a comma split off
+    for key, value in conf.items():
+        check_kafka_setting(key, value, shown)
+        shown = not is_secret(key)
     return conf
+
+
+_SECRET_WORDS = ("password", "secret", "token", "key", "credential")
+_PROBE = "protosessions.probe"  # no librdkafka property has this name
+# Settings confluent_kafka takes itself, as Python objects (callbacks, a logger).
+_PYTHON_OBJECTS = frozenset(("logger", "error_cb", "throttle_cb", "stats_cb", "oauth_cb",
+                             "on_delivery", "on_commit", "default.topic.config"))
+
+
+def is_secret(key: str) -> bool:
+    """Whether a setting's value must never be printed."""
+    return any(word in key.lower() for word in _SECRET_WORDS)
+
+
+def check_kafka_setting(key: str, value: str, shown: bool = True) -> None:
+    """ValueError unless librdkafka knows `key` and takes `value` (so a typo
+    is refused in file mode too, where no client would ever read it).
+
+    Exact and cheap: confluent_kafka sets the properties in order before it
+    creates any client, so `{key: value, _PROBE: ""}` fails on `_PROBE`
+    exactly when librdkafka accepted the pair."""
+    from confluent_kafka import KafkaException, Producer
+
+    if key in _PYTHON_OBJECTS:
+        raise ValueError(f"--kafka-config {key}: takes a Python object, not text")
+    try:
+        Producer({key: value, _PROBE: ""})
+    except KafkaException as e:
+        if _PROBE in str(e.args[0]):
+            return
+        reason = f" ({e.args[0].str()})" if shown and not is_secret(key) else ""
+    except Exception:  # confluent_kafka refused it before librdkafka saw it
+        reason = ""
+    else:  # not reached: the probe's name is unknown to librdkafka
+        return
+    name = key if shown else "(the setting after a secret; not shown)"
+    raise ValueError(f"--kafka-config {name}: librdkafka does not accept it{reason}")
+
+
+def weakened_delivery(conf: Mapping[str, str]) -> str | None:
+    """The setting, if any, that would let the sink lose or duplicate
+    sessions: acks other than all (every alias, `topic.` prefix and value
+    librdkafka takes), or idempotence other than on."""
+    for key, value in conf.items():
+        name = key.removeprefix("topic.")
+        v = value.strip().lower()
+        if name in ("acks", "request.required.acks") and v not in ("all", "-1"):
+            return key
+        if name == "enable.idempotence" and v not in ("true", "t", "1"):
+            return key
+    return None
+
+
+def unknown_env(environ: Mapping[str, str] | None = None) -> list[str]:
+    """`PROTOSESSIONS_*` variables that no option reads (a typo would
+    otherwise silently leave an option at its default)."""
+    environ = os.environ if environ is None else environ
+    known = {o.env for o in OPTIONS} | {ENV_PREFIX + "DEBUG", ENV_PREFIX + "TEST_KAFKA"}
+    return sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
 
 
 @dataclass
@@ -172,8 +241,7 @@ class RunConfig:
             raise ValueError(f"--kafka-timeout: {e}") from None
         if timeout <= 0:
             raise ValueError("--kafka-timeout must be more than 0s")
-        conf = kafka_config(self.kafka_config)
-        for key, bad in (("enable.idempotence", "false"), ("acks", "0"), ("acks", "1")):
-            if str(conf.get(key, "")).lower() == bad:
-                raise ValueError(f"--kafka-config {key}={bad} would allow lost or duplicated "
-                                 "sessions; the sink needs idempotence and acks=all")
+        weak = weakened_delivery(kafka_config(self.kafka_config))
+        if weak:
+            raise ValueError(f"--kafka-config {weak} would allow lost or duplicated sessions: "
+                             "the sink needs enable.idempotence=true and acks=all (leave both unset)")

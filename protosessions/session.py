@@ -18,23 +18,60 @@ def session_id(property_id: str, acid: str, first_hit_id: str) -> str:
     return hashlib.sha256(text).hexdigest()[:32]
 
 
+_ACID_KEY = b'"authoritative_client_id"'
 _ACID_VALUE = re.compile(rb'"authoritative_client_id"\s*:\s*(?:"(?:[^"\\]|\\.)*"|null)')
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[][{},:]')  # strings and structure; scalars between
 
 
 def with_acid(raw: bytes, acid: str, has_field: bool) -> bytes:
     """The raw hit with `authoritative_client_id` set to `acid`, every other
-    byte as received: appended, or replaced where the hit has the field. Only
-    when the name also occurs nested (so the top-level one is ambiguous) is
-    the hit re-serialised."""
+    byte as received: appended, or replaced where the hit has the field.
+    Only when the key's spelling is plain and unique is a regex enough;
+    otherwise (escapes, the name nested or in a string) the top-level
+    object is scanned, so however the key is spelled the top-level value
+    is replaced and nested objects are never touched (SPEC "hits")."""
     value = orjson.dumps(acid)
     if not has_field:
         return raw.rstrip()[:-1] + b',"authoritative_client_id":' + value + b"}"
-    found = _ACID_VALUE.findall(raw)
-    if len(found) == 1 and raw.count(b'"authoritative_client_id"') == 1:
-        return _ACID_VALUE.sub(lambda _: b'"authoritative_client_id":' + value, raw, count=1)
-    obj = orjson.loads(raw)
-    obj["authoritative_client_id"] = acid
-    return orjson.dumps(obj)
+    if b"\\" not in raw and raw.count(_ACID_KEY) == 1:
+        out, n = _ACID_VALUE.subn(lambda _: _ACID_KEY + b":" + value, raw, count=1)
+        if n:
+            return out
+    pieces, last = [], 0
+    for start, end in _top_level_values(raw, "authoritative_client_id"):
+        pieces += (raw[last:start], value)
+        last = end
+    pieces.append(raw[last:])
+    return b"".join(pieces)
+
+
+def _top_level_values(raw: bytes, name: str) -> list[tuple[int, int]]:
+    """Byte spans of the values of key `name` in the top-level object of
+    valid JSON `raw` (every one, should the key repeat). Iterative, so any
+    nesting orjson accepts is fine."""
+    spans: list[tuple[int, int]] = []
+    depth, expect_key, matched, start = 0, False, False, -1
+    for m in _JSON_TOKEN.finditer(raw):
+        tok = m.group()
+        if tok[0] == 0x22:  # a string: a key when one is expected at the top level
+            if depth == 1 and expect_key:
+                expect_key = False
+                matched = orjson.loads(tok) == name
+        elif tok == b":":
+            if depth == 1 and matched:
+                start, matched = m.end(), False
+        elif tok == b"," or tok in b"}]":
+            if depth == 1 and start >= 0:
+                spans.append((start, m.start()))
+                start = -1
+            if tok == b",":
+                expect_key = depth == 1
+            else:
+                depth -= 1
+        else:  # { or [
+            depth += 1
+            expect_key = depth == 1
+    return spans
 
 
 def session_json(ps: ProtoSession, hits: list[StoredHit], reason: str) -> bytes:

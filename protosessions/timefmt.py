@@ -7,11 +7,15 @@ from functools import lru_cache
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
+# The last instant `format_time_us` can write (year 9999 in UTC).
+MAX_US = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc) - EPOCH) // _ONE_US
 
 
 def parse_time_us(text: str) -> int | None:
     """RFC 3339 date-time with offset -> Unix microseconds; None when it lacks a
-    time part or an offset, or does not parse."""
+    time part or an offset, does not parse, or is before 1970 in UTC (SPEC
+    `bad_timestamp`) or past year 9999 in UTC (an instant no session could
+    write: it would raise OverflowError when the session closes)."""
     if "T" not in text and "t" not in text and " " not in text:
         return None
     try:
@@ -20,7 +24,8 @@ def parse_time_us(text: str) -> int | None:
         return None
     if dt.tzinfo is None:
         return None
-    return (dt - EPOCH) // _ONE_US
+    us = (dt - EPOCH) // _ONE_US
+    return us if 0 <= us <= MAX_US else None
 
 
 def format_time_us(us: int) -> str:

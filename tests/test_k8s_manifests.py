@@ -26,7 +26,7 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 import bytewax.run  # noqa: E402
 
-from protosessions.options import OPTIONS, engine_settings, from_env, kafka_config  # noqa: E402
+from protosessions.options import OPTIONS, engine_settings, from_env, kafka_config, split_list  # noqa: E402
 from protosessions.units import parse_duration_us  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -239,7 +239,7 @@ def test_example_secret_matches_the_secret_reference():
     ref = env_of(main_container())["PROTOSESSIONS_KAFKA_CONFIG"]["valueFrom"]["secretKeyRef"]
     assert ref["name"] == secret["metadata"]["name"] == "protosessions-kafka"
     assert ref["key"] in secret["stringData"] and ref.get("optional") is True
-    kafka_config(secret["stringData"][ref["key"]].split(","))  # key=value pairs
+    kafka_config(split_list(secret["stringData"][ref["key"]]))  # key=value pairs, one per line
 
 
 def test_images_are_the_one_the_kustomization_names():
@@ -562,6 +562,79 @@ def test_recovery_init_creates_partitions_once(tmp_path):
     assert len(log.read_text().splitlines()) == 1
 
 
+def test_recovery_volume_is_writable_by_the_job_alone(tmp_path):
+    """The store is trusted (snapshots are pickles): pod 0's init takes the
+    other users' access away from the directory, and the partitions it creates
+    are the job user's alone; the pods run as that user, with it as fsGroup."""
+    pod = pod_spec(statefulset())["securityContext"]
+    assert pod["runAsUser"] == pod["runAsGroup"] == pod["fsGroup"] != 0
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    recovery.chmod(0o777)  # as some provisioners create it
+    install_stub(tmp_path, STUB.format(python=sys.executable, root=str(ROOT), log=str(tmp_path / "log")))
+    script = script_of(init_container("recovery-init"))
+    subprocess.run(["sh", "-c", script], env=recovery_env(tmp_path, "protosessions-0"), check=True,
+                   capture_output=True)
+    assert recovery.stat().st_mode & 0o007 == 0
+    parts = list(recovery.glob("part-*.sqlite3"))
+    assert parts and all(p.stat().st_mode & 0o077 == 0 for p in parts)
+    recovery.chmod(0o777)  # a restart takes it away again
+    subprocess.run(["sh", "-c", script], env=recovery_env(tmp_path, "protosessions-1"), check=True,
+                   capture_output=True)
+    assert recovery.stat().st_mode & 0o007 == 0
+
+
+# --- the NetworkPolicy ---------------------------------------------------------------
+
+SCRAPER = {"protosessions-metrics-scraper": "true"}
+
+
+def network_policy() -> dict:
+    return one("NetworkPolicy", "protosessions")
+
+
+def rule_for(port: int) -> dict:
+    (rule,) = [r for r in network_policy()["spec"]["ingress"]
+               if any(p["port"] == port for p in r["ports"])]
+    return rule
+
+
+def test_network_policy_covers_every_port_of_the_job():
+    spec = network_policy()["spec"]
+    assert spec["podSelector"]["matchLabels"] == statefulset()["spec"]["selector"]["matchLabels"]
+    assert spec["policyTypes"] == ["Ingress"]
+    ports = {(p["port"], p.get("protocol", "TCP")) for r in spec["ingress"] for p in r["ports"]}
+    assert ports == {(p["containerPort"], p["protocol"]) for p in main_container()["ports"]}
+    for rule in spec["ingress"]:  # a rule without peers or ports would let everyone in
+        assert rule.get("from") and rule.get("ports")
+        for peer in rule["from"]:
+            assert "ipBlock" not in peer
+            for selector in peer.values():
+                assert selector.get("matchLabels"), "an empty selector matches every pod"
+
+
+def test_cluster_port_is_open_to_the_job_pods_only():
+    (cluster_port,) = headless_service()["spec"]["ports"]
+    (peer,) = rule_for(cluster_port["port"])["from"]
+    assert set(peer) == {"podSelector"}
+    labels = statefulset()["spec"]["template"]["metadata"]["labels"]
+    selector = peer["podSelector"]["matchLabels"]
+    assert selector.items() <= labels.items()
+    assert selector == statefulset()["spec"]["selector"]["matchLabels"]
+
+
+def test_api_port_is_open_to_metrics_scrapers_only():
+    api = {p["name"]: p["containerPort"] for p in main_container()["ports"]}["api"]
+    peers = rule_for(api)["from"]
+    assert peers
+    for peer in peers:
+        assert set(peer) <= {"podSelector", "namespaceSelector"}
+        for selector in peer.values():
+            assert selector["matchLabels"] == SCRAPER
+    # the job's own pods are not scrapers
+    assert not SCRAPER.items() <= statefulset()["spec"]["template"]["metadata"]["labels"].items()
+
+
 # --- the kustomize build, when kubectl is here ------------------------------------------
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not installed")
@@ -599,7 +672,7 @@ def test_topics_job_passes_the_kafka_secret_as_flags(tmp_path):
     path = f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"
     secret = one("Secret")["stringData"]["kafka-config"]
     base = ["topics", "create", "--partitions", "8", "--replication-factor", "3"]
-    for value, extra in ((None, []), ("", []), (secret, [a for kv in secret.split(",") for a in ("--kafka-config", kv)]),
+    for value, extra in ((None, []), ("", []), (secret, [a for kv in split_list(secret) for a in ("--kafka-config", kv)]),
                          ("sasl.password=a b*c", ["--kafka-config", "sasl.password=a b*c"]),
                          ("security.protocol=SASL_SSL\n"
                           "sasl.oauthbearer.extensions=a=1,b=2\n",
