@@ -144,10 +144,8 @@ def damaged_snapshot(directory: str) -> Optional[str]:
     a resume, as Bytewax panics on such a snapshot; each is loaded and
     dropped in turn, so this costs time (one more read of the state) but
     little memory. Unpickling runs code: the store is trusted anyway."""
-    from protosessions.middlewares.identity import ClaimTable
-    from protosessions.state import ShardState
+    from .steps import check_snapshot
 
-    loaders = {"identity": ClaimTable.restore, "sessions": ShardState.restore}
     for part in partitions(directory):
         try:
             with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
@@ -158,9 +156,9 @@ def damaged_snapshot(directory: str) -> Optional[str]:
         for step_id, key, blob in rows:
             try:
                 state = pickle.loads(blob)
-                load = loaders.get(step_id.rsplit(".", 1)[-1])
-                if load is not None and state is not None:
-                    load(state)
+                step = step_id.rsplit(".", 1)[-1]
+                if step in ("identity", "sessions") and state is not None:
+                    check_snapshot(step, state)
             except Exception as e:
                 return _damage(part, f"holds a snapshot of step {step_id} key {key} that does not load", e)
     return None

@@ -18,6 +18,8 @@ from protosessions.config import Settings
 from protosessions.engine import IdentityShard, SessionShard, identity_shard, session_shard
 from protosessions.hit import Hit
 from protosessions.merge import END, MergeBuffer, Watermark
+from protosessions.middlewares.identity import ClaimTable
+from protosessions.state import ShardState
 from protosessions.timefmt import format_time_us, wall_now_us
 
 from . import metrics, stop
@@ -124,6 +126,18 @@ class _Merging:
 
     def merge_snapshot(self) -> tuple:
         return (self.marks.snapshot(), tuple(self.buffer.pending), self.index)
+
+
+def check_snapshot(step: str, snap: tuple) -> None:
+    """Load a snapshot of a keyed step as a resume would, raising what a
+    resume would raise (for the check before a resume, `flows.recovery`)."""
+    shard, merge = snap
+    if step == "identity":
+        ClaimTable.restore(shard)
+    else:
+        ShardState.restore(shard)
+    Watermark.restore(merge[0])
+    MergeBuffer(list(merge[1]))
 
 
 class IdentityLogic(_Merging, StatefulBatchLogic[tuple, tuple, tuple]):

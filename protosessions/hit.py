@@ -8,6 +8,7 @@ engine never re-serialises a hit it did not have to change.
 from __future__ import annotations
 
 import base64
+import re
 import json
 from typing import Any
 
