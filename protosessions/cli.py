@@ -42,7 +42,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         elif o.kind == "int":
             p.add_argument(flag, dest=o.dest, type=int, default=default, help=hint)
         else:
-            p.add_argument(flag, dest=o.dest, default=default, help=hint)
+            p.add_argument(flag, dest=o.dest, default=default, help=hint,
+                           choices=o.choices or None)
 
 
 def build_parser() -> argparse.ArgumentParser:

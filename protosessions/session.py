@@ -7,15 +7,17 @@ import re
 
 import orjson
 
+from .session_metrics import session_metrics
 from .state import ProtoSession, StoredHit
 from .timefmt import format_time_us
 
 
-
-def session_id(property_id: str, acid: str, first_hit_id: str) -> str:
-    """First 32 hex digits of SHA-256 of `property_id\\nACID\\nfirst hit id`."""
-    text = f"{property_id}\n{acid}\n{first_hit_id}".encode()
-    return hashlib.sha256(text).hexdigest()[:32]
+def session_id(property_id: str, acid: str, hit_ids: list[str]) -> str:
+    """First 32 hex digits of SHA-256 of `orjson.dumps([property_id, ACID,
+    hit ids in "hits" order])`: it names the content, so a session written
+    again after a resume keeps its id, and JSON quoting keeps any two
+    different contents apart (a separator character could occur in an ID)."""
+    return hashlib.sha256(orjson.dumps([property_id, acid, hit_ids])).hexdigest()[:32]
 
 
 _ACID_VALUE = re.compile(rb'"authoritative_client_id"\s*:\s*(?:"(?:[^"\\]|\\.)*"|null)')
@@ -37,14 +39,17 @@ def with_acid(raw: bytes, acid: str, has_field: bool) -> bytes:
     return orjson.dumps(obj)
 
 
-def session_json(ps: ProtoSession, hits: list[StoredHit], reason: str) -> bytes:
+def session_json(ps: ProtoSession, hits: list[StoredHit], reason: str,
+                 session_hits: str = "full") -> bytes:
     """Serialise a closed proto-session; `hits` (already carrying the ACID,
-    see `with_acid`) in arrival order. Assembled by joining bytes, so no hit
-    is parsed again."""
+    see `with_acid`) in arrival order. `session_hits` (`full`, `ids`, `none`)
+    says what the record's `hits` holds. Assembled by joining bytes, so no hit
+    is parsed again: ids and metrics come from what was stored beside each hit."""
     if len(hits) > 1:
         hits = sorted(hits, key=_first)
+    ids = [h[2] for h in hits]
     head = orjson.dumps({
-        "session_id": session_id(ps.property_id, ps.acid, ps.first_id),
+        "session_id": session_id(ps.property_id, ps.acid, ids),
         "property_id": ps.property_id,
         "authoritative_client_id": ps.acid,
         "client_ids": sorted(ps.client_ids),
@@ -54,14 +59,22 @@ def session_json(ps: ProtoSession, hits: list[StoredHit], reason: str) -> bytes:
         "hit_count": len(hits),
         "close_reason": reason,
     })
-    pieces = [head[:-1], b',"hits":[']
-    for _, raw in hits:  # one join, so the hits are copied once
-        pieces.append(raw)
-        pieces.append(b",")
-    if hits:
-        pieces[-1] = b"]}"
-    else:
-        pieces.append(b"]}")
+    metrics = orjson.dumps(session_metrics(ps.first_t, ps.last_t, [h[3] for h in hits]))
+    pieces = [head[:-1]]
+    if session_hits == "full":
+        pieces.append(b',"hits":[')
+        for h in hits:  # one join, so the hits are copied once
+            pieces.append(h[1])
+            pieces.append(b",")
+        if hits:
+            pieces.pop()
+        pieces.append(b"]")
+    elif session_hits == "ids":
+        pieces.append(b',"hits":')
+        pieces.append(orjson.dumps(ids))
+    pieces.append(b',"metrics":')
+    pieces.append(metrics)
+    pieces.append(b"}")
     return b"".join(pieces)
 
 
