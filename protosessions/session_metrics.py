@@ -8,25 +8,17 @@ hit's bytes, so closing a session never parses its hits again.
 from __future__ import annotations
 
 import sys
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 NOT_SET = "(not set)"
+PAGE_VIEW = "page_view"
+PURCHASE = "purchase"
 UTM_KEYS = ("source", "medium", "campaign", "term", "content")
 
 # What a stored hit keeps for the metrics: `(en, dl, dt, dr, seg_engaged)`,
 # or None when none of them is set (the common case costs no tuple).
 HitParams = tuple
-
-
-def _param(query_params: Mapping[str, list[str]], name: str) -> str | None:
-    """SPEC "parameter": the first value, when there is one and it is not ""."""
-    values = query_params.get(name)
-    if values:
-        first = values[0]
-        if first:
-            return first
-    return None
 
 
 def seg_engages(seg: str | None) -> bool:
@@ -43,23 +35,31 @@ def seg_engages(seg: str | None) -> bool:
 def hit_params(query_params: Mapping[str, list[str]] | None) -> HitParams | None:
     """What the metrics need of one hit, from its (validated) `query_params`.
 
+    Runs for every hit, so it is written out flat. Each value is the SPEC
+    "parameter": the first value, None where absent, an empty list or "".
     `dl` and `dt` are only ever read from `page_view` hits, so other hits do
     not keep them; `seg` is kept as the one bit the metrics read of it."""
     if not query_params:
         return None
-    en = _param(query_params, "en")
-    if en == "page_view":
-        dl = _param(query_params, "dl")
-        dt = _param(query_params, "dt")
+    get = query_params.get
+    v = get("en")
+    en = (v[0] or None) if v else None
+    v = get("dr")
+    dr = (v[0] or None) if v else None
+    v = get("seg")
+    if v:
+        seg = v[0]
+        seg = seg == "1" or (seg != "0" and seg_engages(seg))
     else:
-        dl = dt = None
-    dr = _param(query_params, "dr")
-    seg = seg_engages(_param(query_params, "seg"))
-    if en is None and dr is None and not seg:
-        return None
-    if en is not None:
-        en = sys.intern(en)  # few distinct names: share them in memory and pickles
-    return (en, dl, dt, dr, seg)
+        seg = False
+    if en == "page_view":
+        v = get("dl")
+        dl = (v[0] or None) if v else None
+        v = get("dt")
+        return (PAGE_VIEW, dl, (v[0] or None) if v else None, dr, seg)
+    if en is None:
+        return (None, None, None, dr, seg) if dr is not None or seg else None
+    return (sys.intern(en), None, None, dr, seg)  # few names: shared in memory and pickles
 
 
 def utm(url: str | None) -> dict[str, str]:
@@ -68,6 +68,8 @@ def utm(url: str | None) -> dict[str, str]:
     its host) has no readable query: `{}`."""
     if url is None:
         return {}
+    if "utm_" not in url and "%" not in url and url.isprintable():
+        return {}  # nothing urlsplit/parse_qs could decode into a `utm_` key: skip them
     try:
         query = parse_qs(urlsplit(url).query)
     except ValueError:
@@ -76,40 +78,38 @@ def utm(url: str | None) -> dict[str, str]:
 
 
 def session_metrics(first_t: int, last_t: int,
-                    params: Iterable[HitParams | None]) -> dict[str, Any]:
+                    params: Sequence[HitParams | None]) -> dict[str, Any]:
     """The metrics of a session whose hits (in `hits` order) carry `params`;
     `first_t`/`last_t` are its start and end in microseconds."""
     events: dict[str, int] = {}
-    entry = exit_page = title = referrer = None
+    count = events.get
+    entry = exit_page = title = None
     seg = False
-    first = True
     for p in params:
         if p is None:
-            events[NOT_SET] = events.get(NOT_SET, 0) + 1
-            first = False
+            events[NOT_SET] = count(NOT_SET, 0) + 1
             continue
-        en, dl, dt, dr, hit_seg = p
-        if first:
-            referrer = dr
-            first = False
-        name = en or NOT_SET
-        events[name] = events.get(name, 0) + 1
-        if en == "page_view":
-            if events[name] == 1:
-                entry, title = dl, dt
-            exit_page = dl
-        seg = seg or hit_seg
-    page_views = events.get("page_view", 0)
-    engaged = (seg or page_views >= 2 or events.get("screen_view", 0) >= 2
-               or events.get("purchase", 0) >= 1)
+        name = p[0]
+        if name == PAGE_VIEW:
+            if PAGE_VIEW not in events:
+                entry, title = p[1], p[2]
+            exit_page = p[1]
+        elif name is None:
+            name = NOT_SET
+        events[name] = count(name, 0) + 1
+        if p[4]:
+            seg = True
+    first = params[0] if params else None
+    page_views = count(PAGE_VIEW, 0)
     return {
         "duration_s": (last_t - first_t) / 1_000_000,
         "events": events,
         "page_views": page_views,
-        "engaged": engaged,
+        "engaged": (seg or page_views >= 2 or count("screen_view", 0) >= 2
+                    or PURCHASE in events),
         "entry_page": entry,
         "exit_page": exit_page,
         "entry_title": title,
-        "referrer": referrer,
+        "referrer": None if first is None else first[3],
         "utm": utm(entry),
     }
