@@ -8,16 +8,18 @@ import os
 import pickle
 import subprocess
 import sys
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import pytest
-from hypothesis import given, settings as hyp_settings, strategies as st
+from hypothesis import example, given, settings as hyp_settings, strategies as st
 
 from protosessions.clock import Clock
 from protosessions.config import Settings
 from protosessions.engine import Engine, SessionShard
 from protosessions.hit import Hit, parse_hit
 from protosessions.session import session_id
+from protosessions.session_metrics import utm
 from protosessions.timefmt import format_time_us
 
 S = 1_000_000
@@ -172,6 +174,33 @@ def test_utm_percent_encoded_values_are_decoded() -> None:
     dl = "https://x/?utm_campaign=spring%20sale%2B1&utm_term=red+shoes&utm_source=%C3%A9t%C3%A9"
     m = metrics(hit("h1", 0, en="page_view", dl=dl))
     assert m["utm"] == {"source": "été", "campaign": "spring sale+1", "term": "red shoes"}
+
+
+def test_utm_percent_encoded_keys_count() -> None:
+    m = metrics(hit("h1", 0, en="page_view", dl="https://x/?utm%5Fsource=a&%75tm_medium=b"))
+    assert m["utm"] == {"source": "a", "medium": "b"}
+
+
+def spec_utm(url: str) -> dict[str, str]:
+    """The SPEC's reading, literally: parse_qs of urlsplit's query, first values."""
+    query = parse_qs(urlsplit(url).query)
+    return {k[4:]: v[0] for k, v in query.items() if k in UTM_NAMES}
+
+
+UTM_NAMES = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+
+
+@hyp_settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["utm_source", "utm", "ut", "tm", "m_source", "source", "_",
+                                 "=", "&", "?", "#", "%5F", "%75", "%", "+", "\t", "\n", "a",
+                                 "é", "/", ";"]), max_size=12))
+@example(["utm%5Fsource=a"])
+@example(["%75tm_source=a"])
+@example(["ut\tm_source=a"])
+@example(["utm_source=a&utm_source=b#utm_medium=c"])
+def test_utm_reads_the_query_as_urlsplit_and_parse_qs_do(parts: list[str]) -> None:
+    url = "https://x/p?" + "".join(parts)
+    assert utm(url) == spec_utm(url)
 
 
 def test_utm_of_a_url_urlsplit_refuses_is_empty() -> None:
