@@ -96,7 +96,8 @@ class Context:
             raw = with_acid(raw, hit.acid, hit.has_acid)
         else:  # the common case: append the field to the hit as received
             raw = raw[:-1] + ps.acid_suffix()
-        ps.hits.append((t, raw, hit.id, hit.params))
+        ps.hits.append((t, raw, hit.id))
+        ps.metrics.add(t, ps.count, hit.params)
         ps.count += 1
         ps.size += len(raw)
         ps.ids.add(hit.id)

@@ -8,7 +8,6 @@ from typing import Sequence
 
 import orjson
 
-from .session_metrics import session_metrics
 from .state import ProtoSession, StoredHit
 from .timefmt import format_time_us
 
@@ -45,10 +44,11 @@ def session_json(ps: ProtoSession, hits: list[StoredHit], reason: str,
     """Serialise a closed proto-session; `hits` (already carrying the ACID,
     see `with_acid`) in arrival order. `session_hits` (`full`, `ids`, `none`)
     says what the record's `hits` holds. Assembled by joining bytes, so no hit
-    is parsed again: ids and metrics come from what was stored beside each hit."""
+    is parsed again: the ids are stored beside each hit, the metrics kept
+    up to date as hits arrived (`SessionMetrics`)."""
     if len(hits) > 1:
         hits = sorted(hits, key=_first)
-    _, raws, ids, params = zip(*hits) if hits else ((), (), (), ())
+    _, raws, ids = zip(*hits) if hits else ((), (), ())
     head = orjson.dumps({
         "session_id": session_id(ps.property_id, ps.acid, ids),
         "property_id": ps.property_id,
@@ -66,7 +66,7 @@ def session_json(ps: ProtoSession, hits: list[StoredHit], reason: str,
         body = b',"hits":' + orjson.dumps(ids) + b',"metrics":'
     else:
         body = b',"metrics":'
-    metrics = orjson.dumps(session_metrics(ps.first_t, ps.last_t, params))
+    metrics = orjson.dumps(ps.metrics.result(ps.first_t, ps.last_t))
     return b"".join((head[:-1], body, metrics, b"}"))
 
 

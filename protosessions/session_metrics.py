@@ -1,14 +1,16 @@
 """Session metrics (SPEC "Session metrics").
 
 A session's metrics read five query parameters of its hits. They are taken
-once, where the hit is parsed anyway (`hit_params`), and stored beside the
-hit's bytes, so closing a session never parses its hits again.
+once, where the hit is parsed anyway (`hit_params`), and folded into the
+proto-session's `SessionMetrics` as each hit is stored: closing a session
+never parses its hits again, and compaction and snapshots, which copy every
+stored hit, carry a few aggregates instead of five values per hit.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 from urllib.parse import parse_qs, urlsplit
 
 NOT_SET = "(not set)"
@@ -16,8 +18,8 @@ PAGE_VIEW = "page_view"
 PURCHASE = "purchase"
 UTM_KEYS = ("source", "medium", "campaign", "term", "content")
 
-# What a stored hit keeps for the metrics: `(en, dl, dt, dr, seg_engaged)`,
-# or None when none of them is set (the common case costs no tuple).
+# What the metrics read of one hit: `(en, dl, dt, dr, seg_engaged)`, or None
+# when none of them is set.
 HitParams = tuple
 
 
@@ -77,39 +79,82 @@ def utm(url: str | None) -> dict[str, str]:
     return {k: query["utm_" + k][0] for k in UTM_KEYS if "utm_" + k in query}
 
 
-def session_metrics(first_t: int, last_t: int,
-                    params: Sequence[HitParams | None]) -> dict[str, Any]:
-    """The metrics of a session whose hits (in `hits` order) carry `params`;
-    `first_t`/`last_t` are its start and end in microseconds."""
-    events: dict[str, int] = {}
-    count = events.get
-    entry = exit_page = title = None
-    seg = False
-    for p in params:
-        if p is None:
-            events[NOT_SET] = count(NOT_SET, 0) + 1
-            continue
-        name = p[0]
-        if name == PAGE_VIEW:
-            if PAGE_VIEW not in events:
-                entry, title = p[1], p[2]
-            exit_page = p[1]
-        elif name is None:
+class SessionMetrics:
+    """The metrics of one proto-session, kept up to date hit by hit.
+
+    The SPEC reads hits in `hits` order: by time, ties in arrival order. A
+    hit stored later precedes an earlier-stored one only when its time is
+    strictly smaller, so "first" and "last" are kept with their time and the
+    events with where each name first occurs (time, arrival number): a late
+    hit lands where `hits` will put it.
+    """
+
+    __slots__ = ("events", "first", "entry", "exit", "seg")
+
+    def __init__(self) -> None:
+        self.events: dict[str, list[int]] = {}  # name -> [count, first time, first arrival]
+        self.first: tuple | None = None  # (t, dr) of the first hit
+        self.entry: tuple | None = None  # (t, dl, dt) of the first page_view
+        self.exit: tuple | None = None  # (t, dl) of the last page_view
+        self.seg = False
+
+    def add(self, t: int, arrival: int, params: HitParams | None) -> None:
+        """Fold in one hit: its time, arrival number in the proto-session
+        (0, 1, ...) and `hit_params`."""
+        if self.first is None or t < self.first[0]:
+            self.first = (t, None if params is None else params[3])
+        if params is None:
             name = NOT_SET
-        events[name] = count(name, 0) + 1
-        if p[4]:
-            seg = True
-    first = params[0] if params else None
-    page_views = count(PAGE_VIEW, 0)
-    return {
-        "duration_s": (last_t - first_t) / 1_000_000,
-        "events": events,
-        "page_views": page_views,
-        "engaged": (seg or page_views >= 2 or count("screen_view", 0) >= 2
-                    or PURCHASE in events),
-        "entry_page": entry,
-        "exit_page": exit_page,
-        "entry_title": title,
-        "referrer": None if first is None else first[3],
-        "utm": utm(entry),
-    }
+        else:
+            name = params[0]
+            if name is None:
+                name = NOT_SET
+            elif name == PAGE_VIEW:
+                if self.entry is None or t < self.entry[0]:
+                    self.entry = (t, params[1], params[2])
+                if self.exit is None or t >= self.exit[0]:
+                    self.exit = (t, params[1])
+            if params[4]:
+                self.seg = True
+        seen = self.events.get(name)
+        if seen is None:
+            self.events[name] = [1, t, arrival]
+        else:
+            seen[0] += 1
+            if t < seen[1]:
+                seen[1], seen[2] = t, arrival
+
+    def result(self, start: int, end: int) -> dict[str, Any]:
+        """The SPEC's `metrics` object; `start`/`end` in microseconds."""
+        counts = self.events
+        events = {name: c[0] for name, c in sorted(counts.items(), key=_first_seen)}
+        page_views = events.get(PAGE_VIEW, 0)
+        entry = self.entry[1] if self.entry is not None else None
+        return {
+            "duration_s": (end - start) / 1_000_000,
+            "events": events,
+            "page_views": page_views,
+            "engaged": (self.seg or page_views >= 2 or events.get("screen_view", 0) >= 2
+                        or PURCHASE in events),
+            "entry_page": entry,
+            "exit_page": self.exit[1] if self.exit is not None else None,
+            "entry_title": self.entry[2] if self.entry is not None else None,
+            "referrer": self.first[1] if self.first is not None else None,
+            "utm": utm(entry),
+        }
+
+    def to_state(self) -> tuple:
+        """Plain, immutable form for snapshots."""
+        return (tuple((k, *v) for k, v in self.events.items()), self.first, self.entry,
+                self.exit, self.seg)
+
+    @classmethod
+    def from_state(cls, state: tuple) -> "SessionMetrics":
+        m = cls()
+        events, m.first, m.entry, m.exit, m.seg = state
+        m.events = {k: [c, t, a] for k, c, t, a in events}
+        return m
+
+
+def _first_seen(item: tuple[str, list[int]]) -> tuple[int, int]:
+    return item[1][1], item[1][2]

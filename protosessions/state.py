@@ -14,16 +14,16 @@ from typing import Iterator
 
 import orjson
 
+from .session_metrics import SessionMetrics
 from .wheel import TimingWheel
 
 SessionKey = tuple  # (property_id, acid)
-# (t, hit bytes with the ACID set, hit id, metrics params or None), in arrival order:
-# the id and params (see `session_metrics.hit_params`) let a close name and
-# measure the session without parsing its hits again.
+# (t, hit bytes with the ACID set, hit id), in arrival order: the id lets a
+# close name the session (and a restore rebuild `ids`) without parsing hits.
 StoredHit = tuple
 
 SNAPSHOT_VERSION = 6  # 2: hits carry their ACID; 3-5: compressed parts written once;
-# 6: stored hits carry their id and metrics params, no first_id
+# 6: stored hits carry their id, proto-sessions their metrics, no first_id
 
 
 class ProtoSession:
@@ -33,13 +33,14 @@ class ProtoSession:
     compaction threshold they move, compressed, into `compacted`.
     """
 
-    __slots__ = ("property_id", "acid", "first_t", "last_t", "count",
+    __slots__ = ("property_id", "acid", "first_t", "last_t", "count", "metrics",
                  "size", "hits", "compacted", "ids", "client_ids", "user_ids", "bucket", "seen_clock", "sealed", "sealed_upto")
 
     def __init__(self, property_id: str, acid: str) -> None:
         self.property_id = property_id
         self.acid = acid
         self.first_t = 0
+        self.metrics = SessionMetrics()
         self.last_t = 0
         self.count = 0
         self.size = 0
@@ -62,7 +63,8 @@ class ProtoSession:
         return (self.property_id, self.acid, self.first_t, self.last_t,
                 self.count, self.size, tuple(self.hits), tuple(self.compacted),
                 tuple(self.ids), tuple(sorted(self.client_ids)),
-                tuple(sorted(self.user_ids)), self.bucket, self.seen_clock)
+                tuple(sorted(self.user_ids)), self.bucket, self.seen_clock,
+                self.metrics.to_state())
 
     def to_snapshot(self) -> tuple:
         """What a snapshot stores: `(small fields, hit chunks, compacted blocks)`.
@@ -78,7 +80,8 @@ class ProtoSession:
             self.sealed_upto = len(self.hits)
         small = (self.property_id, self.acid, self.first_t, self.last_t,
                  self.count, self.size, tuple(sorted(self.client_ids)),
-                 tuple(sorted(self.user_ids)), self.bucket, self.seen_clock)
+                 tuple(sorted(self.user_ids)), self.bucket, self.seen_clock,
+                 self.metrics.to_state())
         return (small, tuple(self.sealed), tuple(self.compacted))
 
     @classmethod
@@ -90,6 +93,7 @@ class ProtoSession:
         ps.user_ids = set(s[7])
         ps.bucket = s[8]
         ps.seen_clock = s[9]
+        ps.metrics = SessionMetrics.from_state(s[10])
         for chunk in chunks:
             ps.hits.extend(decompress_hits(chunk))
         ps.sealed = list(chunks)
@@ -111,6 +115,7 @@ class ProtoSession:
         ps.user_ids = set(s[10])
         ps.bucket = s[11]
         ps.seen_clock = s[12]
+        ps.metrics = SessionMetrics.from_state(s[13])
         return ps
 
 

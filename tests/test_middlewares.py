@@ -308,7 +308,7 @@ def test_compaction_stats_count_and_collect_order() -> None:
     assert ps.hits  # some hits still uncompressed
     collected = ctx.collect_all(("P", "c1"))
     # arrival order
-    assert [(t, orjson.loads(r)["id"]) for t, r, _, _ in collected] == [(h.t, h.id) for h in hits]
+    assert [(t, orjson.loads(r)["id"]) for t, r, _ in collected] == [(h.t, h.id) for h in hits]
     out = orjson.loads(session_json(ps, collected, "x"))
     # sorted by time, ties in arrival order
     assert ids(out) == ["h0", "h6", "h9", "h2", "h3", "h10", "h1", "h4", "h5", "h7", "h8"]

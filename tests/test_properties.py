@@ -13,8 +13,8 @@ from protosessions.config import Settings
 from protosessions.engine import Engine
 from protosessions.hit import Hit, parse_hit
 from protosessions.session import session_id
-from protosessions.session_metrics import hit_params, session_metrics
 from protosessions.timefmt import format_time_us
+from spec_metrics import spec_metrics
 
 S = 1_000_000
 T0 = 1_740_816_000 * S  # 2025-03-01T08:00:00Z
@@ -123,14 +123,14 @@ def reference(s: Settings, lines: list[bytes]) -> tuple[list[dict], int]:
         ps = open_.pop(key)
         hits = sorted(ps["hits"], key=lambda h: h[0])
         objs = [orjson.loads(raw) for _, raw in hits]
+        start, end = format_time_us(ps["first"]), format_time_us(ps["last"])
         out.append({"session_id": session_id(key[0], key[1], [o["id"] for o in objs]),
                     "property_id": key[0], "authoritative_client_id": key[1],
                     "client_ids": sorted(ps["cids"]), "user_ids": sorted(ps["uids"]),
                     "start": format_time_us(ps["first"]), "end": format_time_us(ps["last"]),
                     "hit_count": len(hits), "close_reason": reason,
                     "hits": [{**o, "authoritative_client_id": key[1]} for o in objs],
-                    "metrics": session_metrics(ps["first"], ps["last"],
-                                               [hit_params(o.get("query_params")) for o in objs])})
+                    "metrics": spec_metrics(objs, start, end)})
 
     for raw in lines:
         h = parse_hit(raw, s, None)

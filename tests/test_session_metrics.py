@@ -21,6 +21,7 @@ from protosessions.hit import Hit, parse_hit
 from protosessions.session import session_id
 from protosessions.session_metrics import utm
 from protosessions.timefmt import format_time_us
+from spec_metrics import spec_metrics
 
 S = 1_000_000
 T0 = 1_740_816_000 * S  # 2025-03-01T08:00:00Z
@@ -206,6 +207,40 @@ def test_utm_reads_the_query_as_urlsplit_and_parse_qs_do(parts: list[str]) -> No
 def test_utm_of_a_url_urlsplit_refuses_is_empty() -> None:
     m = metrics(hit("h1", 0, en="page_view", dl="https://[::1/?utm_source=s"))
     assert (m["entry_page"], m["utm"]) == ("https://[::1/?utm_source=s", {})
+
+
+# --- kept hit by hit, read in `hits` order ------------------------------------------------------
+
+PARAMS = st.fixed_dictionaries({}, optional={
+    "en": st.sampled_from(["page_view", "screen_view", "purchase", "scroll", "", "(not set)"]),
+    "dl": st.sampled_from(["https://x/a", "https://x/b?utm_source=s&utm_term=t%20u", ""]),
+    "dt": st.sampled_from(["A", "B", ""]),
+    "dr": st.sampled_from(["https://r/1", "https://r/2", ""]),
+    "seg": st.sampled_from(["0", "1", "x", "-2"]),
+})
+
+
+@hyp_settings(max_examples=200, deadline=None)
+@given(hits=st.lists(st.tuples(st.integers(0, 6), PARAMS), min_size=1, max_size=12),
+       threshold=st.sampled_from([0, 1, 700]), max_events=st.integers(1, 13),
+       data=st.data())
+def test_metrics_are_the_spec_reading_of_the_record(hits: list, threshold: int, max_events: int,
+                                                    data: st.DataObject) -> None:
+    """Late hits, ties, compaction and a snapshot/resume at any point: each
+    record's metrics are what the SPEC reads from the record's own hits."""
+    st_ = Settings(compaction_threshold=threshold, max_events=max_events, allowed_lateness_us=60 * S)
+    parsed_hits = parsed([hit(f"h{i}", t * S, **p) for i, (t, p) in enumerate(hits)])
+    cut = data.draw(st.integers(0, len(parsed_hits)))
+    first = SessionShard(st_, Clock())
+    out = first.on_hits(parsed_hits[:cut])
+    resumed = SessionShard(st_, Clock(), pickle.loads(pickle.dumps(first.snapshot())))
+    out += resumed.on_hits(parsed_hits[cut:]) + resumed.close_all()
+    assert sum(orjson.loads(b)["hit_count"] for _, b in out) == len(hits)
+    for _, data_ in out:
+        record = orjson.loads(data_)
+        want = spec_metrics(record["hits"], record["start"], record["end"])
+        assert record["metrics"] == want
+        assert list(record["metrics"]["events"]) == list(want["events"])  # first-seen order
 
 
 # --- where the parameters are kept --------------------------------------------------------------
