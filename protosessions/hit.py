@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from .config import Settings
-from .session_metrics import HitParams, hit_params
+from .session_metrics import NO_PARAMS, HitParams, hit_params
 from .timefmt import parse_time_us
 
 REQUIRED = ("id", "client_id", "property_id", "server_received_time")
@@ -36,7 +36,7 @@ class Hit:
     def __init__(self, t: int, clock: int, id: str, property_id: str, client_id: str,
                  acid: str, user_id: str | None, join_key: str | None, raw: bytes,
                  has_acid: bool = False, order: tuple = (0, 0, 0),
-                 params: HitParams | None = None) -> None:
+                 params: HitParams = NO_PARAMS) -> None:
         self.t = t
         self.clock = clock
         self.id = id

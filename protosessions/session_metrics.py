@@ -18,9 +18,10 @@ PAGE_VIEW = "page_view"
 PURCHASE = "purchase"
 UTM_KEYS = ("source", "medium", "campaign", "term", "content")
 
-# What the metrics read of one hit: `(en, dl, dt, dr, seg_engaged)`, or None
-# when none of them is set.
+# What the metrics read of one hit: `(event name, dl, dt, dr, seg_engaged)`.
 HitParams = tuple
+NO_PARAMS: HitParams = (NOT_SET, None, None, None, False)
+_NEVER = 1 << 63  # later than any hit time
 
 
 def seg_engages(seg: str | None) -> bool:
@@ -34,18 +35,19 @@ def seg_engages(seg: str | None) -> bool:
     return digits.isascii() and digits.isdigit() and digits.strip("0") != ""
 
 
-def hit_params(query_params: Mapping[str, list[str]] | None) -> HitParams | None:
+def hit_params(query_params: Mapping[str, list[str]] | None) -> HitParams:
     """What the metrics need of one hit, from its (validated) `query_params`.
 
     Runs for every hit, so it is written out flat. Each value is the SPEC
-    "parameter": the first value, None where absent, an empty list or "".
-    `dl` and `dt` are only ever read from `page_view` hits, so other hits do
-    not keep them; `seg` is kept as the one bit the metrics read of it."""
+    "parameter": the first value, None where absent, an empty list or "";
+    the event name is `(not set)` where it has none. `dl` and `dt` are only
+    ever read from `page_view` hits, so other hits do not keep them; `seg`
+    is kept as the one bit the metrics read of it."""
     if not query_params:
-        return None
+        return NO_PARAMS
     get = query_params.get
     v = get("en")
-    en = (v[0] or None) if v else None
+    en = (v[0] or NOT_SET) if v else NOT_SET
     v = get("dr")
     dr = (v[0] or None) if v else None
     v = get("seg")
@@ -54,13 +56,11 @@ def hit_params(query_params: Mapping[str, list[str]] | None) -> HitParams | None
         seg = seg == "1" or (seg != "0" and seg_engages(seg))
     else:
         seg = False
-    if en == "page_view":
+    if en == PAGE_VIEW:
         v = get("dl")
         dl = (v[0] or None) if v else None
         v = get("dt")
         return (PAGE_VIEW, dl, (v[0] or None) if v else None, dr, seg)
-    if en is None:
-        return (None, None, None, dr, seg) if dr is not None or seg else None
     return (sys.intern(en), None, None, dr, seg)  # few names: shared in memory and pickles
 
 
@@ -89,69 +89,73 @@ class SessionMetrics:
     hit lands where `hits` will put it.
     """
 
-    __slots__ = ("events", "first", "entry", "exit", "seg")
+    __slots__ = ("events", "first_t", "referrer", "entry_t", "entry", "title",
+                 "exit_t", "exit", "seg")
 
     def __init__(self) -> None:
         self.events: dict[str, list[int]] = {}  # name -> [count, first time, first arrival]
-        self.first: tuple | None = None  # (t, dr) of the first hit
-        self.entry: tuple | None = None  # (t, dl, dt) of the first page_view
-        self.exit: tuple | None = None  # (t, dl) of the last page_view
+        self.first_t = self.entry_t = _NEVER  # times of the first hit, first page_view
+        self.exit_t = -1  # time of the last page_view
+        self.referrer: str | None = None  # dr of the first hit
+        self.entry: str | None = None  # dl and dt of the first page_view
+        self.title: str | None = None
+        self.exit: str | None = None  # dl of the last page_view
         self.seg = False
 
-    def add(self, t: int, arrival: int, params: HitParams | None) -> None:
+    def add(self, t: int, arrival: int, params: HitParams) -> None:
         """Fold in one hit: its time, arrival number in the proto-session
-        (0, 1, ...) and `hit_params`."""
-        if self.first is None or t < self.first[0]:
-            self.first = (t, None if params is None else params[3])
-        if params is None:
-            name = NOT_SET
-        else:
-            name = params[0]
-            if name is None:
-                name = NOT_SET
-            elif name == PAGE_VIEW:
-                if self.entry is None or t < self.entry[0]:
-                    self.entry = (t, params[1], params[2])
-                if self.exit is None or t >= self.exit[0]:
-                    self.exit = (t, params[1])
-            if params[4]:
-                self.seg = True
+        (0, 1, ...) and `hit_params`. Runs for every hit: flat on purpose."""
+        name, dl, dt, dr, seg = params
+        if t < self.first_t:
+            self.first_t = t
+            self.referrer = dr
+        if name == PAGE_VIEW:
+            if t < self.entry_t:
+                self.entry_t, self.entry, self.title = t, dl, dt
+            if t >= self.exit_t:
+                self.exit_t, self.exit = t, dl
+        if seg:
+            self.seg = True
         seen = self.events.get(name)
         if seen is None:
             self.events[name] = [1, t, arrival]
         else:
             seen[0] += 1
             if t < seen[1]:
-                seen[1], seen[2] = t, arrival
+                seen[1] = t
+                seen[2] = arrival
 
     def result(self, start: int, end: int) -> dict[str, Any]:
         """The SPEC's `metrics` object; `start`/`end` in microseconds."""
         counts = self.events
-        events = {name: c[0] for name, c in sorted(counts.items(), key=_first_seen)}
+        if len(counts) == 1:
+            events = {name: c[0] for name, c in counts.items()}
+        else:
+            events = {name: c[0] for name, c in sorted(counts.items(), key=_first_seen)}
         page_views = events.get(PAGE_VIEW, 0)
-        entry = self.entry[1] if self.entry is not None else None
         return {
             "duration_s": (end - start) / 1_000_000,
             "events": events,
             "page_views": page_views,
             "engaged": (self.seg or page_views >= 2 or events.get("screen_view", 0) >= 2
                         or PURCHASE in events),
-            "entry_page": entry,
-            "exit_page": self.exit[1] if self.exit is not None else None,
-            "entry_title": self.entry[2] if self.entry is not None else None,
-            "referrer": self.first[1] if self.first is not None else None,
-            "utm": utm(entry),
+            "entry_page": self.entry,
+            "exit_page": self.exit,
+            "entry_title": self.title,
+            "referrer": self.referrer,
+            "utm": utm(self.entry),
         }
 
     def to_state(self) -> tuple:
         """Plain, immutable form for snapshots."""
-        return (tuple((k, *v) for k, v in self.events.items()), self.first, self.entry,
-                self.exit, self.seg)
+        return (tuple((k, *v) for k, v in self.events.items()), self.first_t, self.referrer,
+                self.entry_t, self.entry, self.title, self.exit_t, self.exit, self.seg)
 
     @classmethod
     def from_state(cls, state: tuple) -> "SessionMetrics":
         m = cls()
-        events, m.first, m.entry, m.exit, m.seg = state
+        (events, m.first_t, m.referrer, m.entry_t, m.entry, m.title, m.exit_t, m.exit,
+         m.seg) = state
         m.events = {k: [c, t, a] for k, c, t, a in events}
         return m
 
