@@ -9,7 +9,6 @@ stored hit, carry a few aggregates instead of five values per hit.
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Mapping
 from urllib.parse import parse_qs, urlsplit
 
@@ -61,7 +60,7 @@ def hit_params(query_params: Mapping[str, list[str]] | None) -> HitParams:
         dl = (v[0] or None) if v else None
         v = get("dt")
         return (PAGE_VIEW, dl, (v[0] or None) if v else None, dr, seg)
-    return (sys.intern(en), None, None, dr, seg)  # few names: shared in memory and pickles
+    return (en, None, None, dr, seg)
 
 
 def utm(url: str | None) -> dict[str, str]:
