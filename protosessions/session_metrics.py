@@ -51,8 +51,8 @@ def hit_params(query_params: Mapping[str, list[str]] | None) -> HitParams:
     dr = (v[0] or None) if v else None
     v = get("seg")
     if v:
-        seg = v[0]
-        seg = seg == "1" or (seg != "0" and seg_engages(seg))
+        first = v[0]
+        seg = first == "1" or (first != "0" and seg_engages(first))
     else:
         seg = False
     if en == PAGE_VIEW:
