@@ -88,11 +88,13 @@ class SessionMetrics:
     hit lands where `hits` will put it.
     """
 
-    __slots__ = ("events", "first_t", "referrer", "entry_t", "entry", "title",
-                 "exit_t", "exit", "seg")
+    __slots__ = ("events", "in_order", "last_new_t", "first_t", "referrer", "entry_t",
+                 "entry", "title", "exit_t", "exit", "seg")
 
     def __init__(self) -> None:
         self.events: dict[str, list[int]] = {}  # name -> [count, first time, first arrival]
+        self.in_order = True  # `events` is in first-seen order already (no late hit moved it)
+        self.last_new_t = -1  # first time of the name added last
         self.first_t = self.entry_t = _NEVER  # times of the first hit, first page_view
         self.exit_t = -1  # time of the last page_view
         self.referrer: str | None = None  # dr of the first hit
@@ -118,16 +120,20 @@ class SessionMetrics:
         seen = self.events.get(name)
         if seen is None:
             self.events[name] = [1, t, arrival]
+            if t < self.last_new_t:
+                self.in_order = False
+            self.last_new_t = t
         else:
             seen[0] += 1
             if t < seen[1]:
                 seen[1] = t
                 seen[2] = arrival
+                self.in_order = False
 
     def result(self, start: int, end: int) -> dict[str, Any]:
         """The SPEC's `metrics` object; `start`/`end` in microseconds."""
         counts = self.events
-        if len(counts) == 1:
+        if self.in_order:  # the common case: no hit came late, no sort
             events = {name: c[0] for name, c in counts.items()}
         else:
             events = {name: c[0] for name, c in sorted(counts.items(), key=_first_seen)}
@@ -147,14 +153,15 @@ class SessionMetrics:
 
     def to_state(self) -> tuple:
         """Plain, immutable form for snapshots."""
-        return (tuple((k, *v) for k, v in self.events.items()), self.first_t, self.referrer,
-                self.entry_t, self.entry, self.title, self.exit_t, self.exit, self.seg)
+        return (tuple((k, *v) for k, v in self.events.items()), self.in_order, self.last_new_t,
+                self.first_t, self.referrer, self.entry_t, self.entry, self.title, self.exit_t,
+                self.exit, self.seg)
 
     @classmethod
     def from_state(cls, state: tuple) -> "SessionMetrics":
         m = cls()
-        (events, m.first_t, m.referrer, m.entry_t, m.entry, m.title, m.exit_t, m.exit,
-         m.seg) = state
+        (events, m.in_order, m.last_new_t, m.first_t, m.referrer, m.entry_t, m.entry, m.title,
+         m.exit_t, m.exit, m.seg) = state
         m.events = {k: [c, t, a] for k, c, t, a in events}
         return m
 
