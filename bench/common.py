@@ -177,18 +177,21 @@ class Child(NamedTuple):
     peak_rss: int  # bytes (os.wait4's ru_maxrss, KiB on Linux, * 1024)
     exit_code: int
     stderr: str
+    cpu_seconds: float  # user + system time: steadier than wall time on a busy machine
 
 
-def measure(cmd: list[str], log: Path | None = None) -> Child:
-    """Run `cmd` in the checkout's root to its end, stdout discarded and stderr
+def measure(cmd: list[str], log: Path | None = None, cwd: Path = ROOT) -> Child:
+    """Run `cmd` in `cwd` (the checkout's root; another tree runs that tree's
+    `python -m protosessions.cli`) to its end, stdout discarded and stderr
     written to `log` (or a temporary file); its wall seconds, peak RSS, exit
-    code and stderr. The caller decides what a non-zero exit means."""
+    code, stderr and CPU seconds. The caller decides what a non-zero exit means."""
     with (log.open("w+b") if log is not None else tempfile.TemporaryFile()) as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         secs = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         text = err.read().decode(errors="replace")
-    return Child(secs, usage.ru_maxrss * 1024, proc.returncode, text)
+    return Child(secs, usage.ru_maxrss * 1024, proc.returncode, text,
+                 usage.ru_utime + usage.ru_stime)

@@ -51,13 +51,6 @@ RUN_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                 "max-held-hits")),
 )
 
-# Options whose value is one of a few words (argparse checks and lists them).
-CHOICES: dict[str, tuple[str, ...]] = {
-    "eviction-strategy": ("rewrite", "evict"),
-    "session-hits": ("full", "ids", "none"),
-}
-
-
 def run_group(name: str) -> str:
     """The `run --help` section of an option; "other" for one no section names."""
     for title, names in RUN_GROUPS:
@@ -73,7 +66,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         g = groups.get(run_group(o.name)) or groups.setdefault("other", p.add_argument_group("other"))
         flag = "--" + o.name
         default = env[o.dest]
-        choices = getattr(o, "choices", None) or CHOICES.get(o.name)
+        choices = o.choices or None
         hint = f"{o.help} [env {o.env}; default {default!r}]"
         if o.kind == "list":  # e.g. --kafka-config: its pairs may hold a password
             hint = f"{o.help} [env {o.env}; default: none, or the variable's items, not shown]"

@@ -31,13 +31,15 @@ class Requeue:
 
 
 class CollectingCloser:
-    """Keeps `(acid, session JSON bytes)` until the caller takes them."""
+    """Keeps `(acid, session JSON bytes)` until the caller takes them;
+    `session_hits` is `--session-hits` (`full`, `ids`, `none`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, session_hits: str = "full") -> None:
         self.out: list = []
+        self.session_hits = session_hits
 
     def close(self, ps: ProtoSession, hits: list[StoredHit], reason: str) -> None:
-        self.out.append((ps.acid, session_json(ps, hits, reason)))
+        self.out.append((ps.acid, session_json(ps, hits, reason, self.session_hits)))
 
     def requeue(self, acid: str, hits: list[bytes]) -> None:
         self.out.extend(Requeue(acid, raw) for raw in hits)
@@ -51,11 +53,12 @@ class CollectingCloser:
 class PrintingCloser:
     """Writes each closed session as one JSON line (for tests and debugging)."""
 
-    def __init__(self, stream: IO[str] | None = None) -> None:
+    def __init__(self, stream: IO[str] | None = None, session_hits: str = "full") -> None:
         self.stream = stream or sys.stdout
+        self.session_hits = session_hits
 
     def close(self, ps: ProtoSession, hits: list[StoredHit], reason: str) -> None:
-        self.stream.write(session_json(ps, hits, reason).decode() + "\n")
+        self.stream.write(session_json(ps, hits, reason, self.session_hits).decode() + "\n")
 
     def requeue(self, acid: str, hits: list[bytes]) -> None:
         for raw in hits:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from .units import parse_duration_us, parse_size
 
 EVICTION_STRATEGIES = ("rewrite", "evict")
+SESSION_HITS = ("full", "ids", "none")  # what a session record's `hits` holds
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Settings:
     max_future_skew_us: int = 10 * 60 * 1_000_000
     shards: int = 64
     identity_shards: int = 16
+    session_hits: str = "full"
 
     def __post_init__(self) -> None:
         if self.session_duration_us <= 0:
@@ -39,6 +41,9 @@ class Settings:
             raise ValueError("max duration must be positive")
         if self.eviction_strategy not in EVICTION_STRATEGIES:
             raise ValueError(f"eviction strategy must be one of {', '.join(EVICTION_STRATEGIES)}")
+        if self.session_hits not in SESSION_HITS:
+            raise ValueError(f"session hits must be one of {', '.join(SESSION_HITS)}, "
+                             f"not {self.session_hits!r}")
         if self.compaction_threshold < 0 or self.max_hit_bytes < 1:
             raise ValueError("compaction threshold must be >= 0 and max hit bytes >= 1")
         if not 1 <= self.shards <= 65536 or not 1 <= self.identity_shards <= 65536:

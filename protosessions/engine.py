@@ -96,7 +96,7 @@ class SessionShard:
     def __init__(self, settings: Settings, clock: Clock, snapshot: tuple | None = None) -> None:
         self.state = ShardState.restore(snapshot) if snapshot is not None else ShardState()
         clock.advance(self.state.clock)
-        self.closer = CollectingCloser()
+        self.closer = CollectingCloser(settings.session_hits)
         self.ctx = Context(settings, self.state, clock, self.closer, default_chain(settings))
 
     def on_hits(self, hits: Iterable[Hit]) -> list[tuple[str, bytes]]:

@@ -37,6 +37,16 @@ Model
   All other lines are in non-decreasing ``server_received_time`` order.
 * ~0.5 % of hits carry a ``sessionStamp`` query param: an opaque string, the
   same for all hits of one (client, sid), of the form ``"<sid>.<8 hex>"``.
+* Every hit carries ``dl`` (page URL) and ``dt`` (its title) of the page last
+  viewed.  ~12 % of visits land on a campaign URL (``utm_source``,
+  ``utm_medium``, ``utm_campaign``, sometimes ``utm_term`` / ``utm_content``,
+  some values percent-encoded); ~40 % of the other visits come from a search
+  engine, social network or link (``dr``).  ``dr`` is on every hit of the
+  landing page, until the next ``page_view``.
+* ``seg`` (GA4's "session engaged") is ``"0"`` until the GA session (``sid``)
+  has lasted 10 s, seen a second ``page_view`` or a ``purchase``, then
+  ``"1"``.  About 2 % of later events are ``screen_view`` and 0.4 %
+  ``purchase``.
 * ``id`` is 16 hex chars, unique per original hit: ``(counter + salt(seed)) *
   odd constant mod 2**64``.
 
@@ -73,6 +83,9 @@ _ID_MULT = 0x9E3779B97F4A7C15  # odd -> multiplication is a bijection mod 2**64
 
 _RETRY_RATE = 0.01
 _STAMP_RATE = 0.005
+_CAMPAIGN_SHARE = 0.12  # visits landing on a URL with UTM parameters
+_REFERRED_SHARE = 0.4  # other visits that come with a referrer (dr)
+_ENGAGED_AFTER_US = 10 * _US  # GA4: a session is engaged after 10 s
 _GET_SHARE = 0.2  # share of clients sending GET (image/fetch fallback)
 _NAT_SHARE = 0.10
 _LOGGED_IN_SHARE = 0.05
@@ -104,6 +117,35 @@ _EVENTS = (
     ("view_item", 0.06),
     ("add_to_cart", 0.03),
     ("begin_checkout", 0.01),
+    ("screen_view", 0.02),
+    ("purchase", 0.004),
+)
+
+# UTM query of a campaign landing page and the referrer (dr) such a visit has.
+_CAMPAIGNS = (
+    ("utm_source=google&utm_medium=cpc&utm_campaign=spring_sale&utm_term=red+shoes",
+     "https://www.google.com/"),
+    ("utm_source=newsletter&utm_medium=email&utm_campaign=weekly%20digest&utm_content=header",
+     None),
+    ("utm_source=facebook&utm_medium=social&utm_campaign=summer%20sale%202025",
+     "https://m.facebook.com/"),
+    ("utm_source=instagram&utm_medium=social&utm_campaign=influencer&utm_content=story",
+     "https://l.instagram.com/"),
+    ("utm_source=bing&utm_medium=cpc&utm_campaign=brand&utm_term=acme", "https://www.bing.com/"),
+    ("utm_source=partner.example&utm_medium=referral&utm_campaign=affiliate",
+     "https://partner.example/deals"),
+)
+
+# (referrer, weight) of visits that come from another site without UTM tags.
+_REFERRERS = (
+    ("https://www.google.com/", 0.55),
+    ("https://www.bing.com/", 0.08),
+    ("https://duckduckgo.com/", 0.05),
+    ("https://m.facebook.com/", 0.1),
+    ("https://t.co/", 0.05),
+    ("https://news.ycombinator.com/", 0.02),
+    ("https://www.reddit.com/", 0.05),
+    ("android-app://com.google.android.gm/", 0.1),
 )
 
 _USER_AGENTS = (
@@ -153,6 +195,15 @@ def _to_utc_us(start: datetime) -> int:
         start = start.replace(tzinfo=timezone.utc)
     delta = start.astimezone(timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
     return delta // timedelta(microseconds=1)
+
+
+def _title(path: str) -> str:
+    """A page title for a path: "/products/item-1001" -> "Item 1001", "/" -> "Home"."""
+    path, _, query = path.partition("?q=")
+    if query:
+        return "Search: " + query.replace("+", " ")
+    last = path.rstrip("/").rpartition("/")[2]
+    return last.replace("-", " ").capitalize() if last else "Home"
 
 
 def _rand_ip(rng: random.Random) -> str:
@@ -228,12 +279,31 @@ def _generate_lines(
             prop_ids.append(pid)
     prop_cum = _cum([1.0 / (k + 1) ** 1.5 for k in range(n_props)])
     prop_hosts: list[str] = []
-    # per property, per page: '<url json>],"sid":['
+    # per property, per page: '<url json>],"dt":[<title json>],"sid":['
     prop_pages: list[list[str]] = []
+    # per property, per page, per campaign: the same with UTM parameters on the URL
+    prop_landings: list[list[list[str]]] = []
     for k in range(n_props):
         site = _SITES[k % len(_SITES)] + ("" if k < len(_SITES) else str(k // len(_SITES)))
         prop_hosts.append(f"metrics.{site}.com")
-        prop_pages.append([_j(f"https://www.{site}.com{p}") + '],"sid":[' for p in _PATHS])
+        site_name = site.replace("-", " ").title()
+        pages, landings = [], []
+        for p in _PATHS:
+            url = f"https://www.{site}.com{p}"
+            dt = '],"dt":[' + _j(f"{_title(p)} | {site_name}") + '],"sid":['
+            pages.append(_j(url) + dt)
+            sep = "&" if "?" in url else "?"
+            landings.append([_j(url + sep + utm) + dt for utm, _ in _CAMPAIGNS])
+        prop_pages.append(pages)
+        prop_landings.append(landings)
+    campaign_refs = ["" if ref is None else ',"dr":[' + _j(ref) + "]" for _, ref in _CAMPAIGNS]
+    ref_pieces = [',"dr":[' + _j(ref) + "]" for ref, _ in _REFERRERS]
+    ref_cum = _cum([w for _, w in _REFERRERS])
+    ref_total = ref_cum[-1]
+    n_campaigns = len(_CAMPAIGNS)
+    CAMPAIGN_SHARE = _CAMPAIGN_SHARE
+    REFERRED_SHARE = _REFERRED_SHARE
+    ENGAGED_AFTER_US = _ENGAGED_AFTER_US
     page_cum = _cum([1.0 / (r + 1) for r in range(len(_PATHS))])
     page_total = page_cum[-1]
     last_page = len(_PATHS) - 1
@@ -243,6 +313,8 @@ def _generate_lines(
     ev_cum = _cum([w for _, w in _EVENTS])
     ev_total = ev_cum[-1]
     page_view_piece = ev_pieces[0]
+    purchase_piece = ev_pieces[[name for name, _ in _EVENTS].index("purchase")]
+    seg_no, seg_yes = ',"seg":["0"]', ',"seg":["1"]'
     n_headers = len(_USER_AGENTS) * len(_LANGUAGES)
 
     # ---- clients: static attributes ---------------------------------------
@@ -368,6 +440,10 @@ def _generate_lines(
     s_sct = [0] * n_clients
     s_stamp = [""] * n_clients  # ',"sessionStamp":[<stamp>]'
     s_page = [""] * n_clients
+    s_ref = [""] * n_clients  # ',"dr":[<referrer>]' while on a referred landing page
+    s_sid_start = [0] * n_clients  # time the GA session (sid) started
+    s_seg = [""] * n_clients  # ',"seg":[...]': whether the GA session is engaged
+    s_pv = [0] * n_clients  # page views in the GA session
     s_login = [0] * n_clients  # hits left before the user logs in (this visit)
 
     shift = n_clients.bit_length()
@@ -409,18 +485,35 @@ def _generate_lines(
                 # 30 % of visits stay anonymous, others log in after 0-3 hits
                 s_login[i] = never if rand() < 0.3 else int(rand() * 4) + 1
             ev = page_view_piece
-            s_page[i] = prop_pages[c_prop[i]][min(last_page, bisect(page_cum, rand() * page_total))]
+            page = min(last_page, bisect(page_cum, rand() * page_total))
+            u = rand()
+            if u < CAMPAIGN_SHARE:
+                c = min(n_campaigns - 1, int(u / CAMPAIGN_SHARE * n_campaigns))
+                s_page[i] = prop_landings[c_prop[i]][page][c]
+                s_ref[i] = campaign_refs[c]
+            else:
+                s_page[i] = prop_pages[c_prop[i]][page]
+                s_ref[i] = (ref_pieces[bisect(ref_cum, rand() * ref_total)]
+                            if rand() < REFERRED_SHARE else "")
         else:
             k = bisect(ev_cum, rand() * ev_total)
             ev = ev_pieces[k]
             if k == 0:
                 s_page[i] = prop_pages[c_prop[i]][min(last_page, bisect(page_cum, rand() * page_total))]
+                s_ref[i] = ""
         if t - s_last[i] > SESSION_TIMEOUT_US:  # GA4 client-side session timeout
             sid = _j(str((base_us + t) // US))
             sct = s_sct[i] + 1
             s_sct[i] = sct
             s_sess[i] = f'{sid}],"sct":["{sct}"]'
             s_stamp[i] = f',"sessionStamp":[{sid[:-1]}.{getrandbits(32):08x}"]'
+            s_sid_start[i] = t
+            s_pv[i] = 0
+            s_seg[i] = seg_no
+        if ev is page_view_piece:
+            s_pv[i] += 1
+        if s_pv[i] >= 2 or ev is purchase_piece or t - s_sid_start[i] >= ENGAGED_AFTER_US:
+            s_seg[i] = seg_yes  # GA4: engaged for the rest of the session
         s_last[i] = t
 
         tail = f_tail[i]
@@ -444,7 +537,8 @@ def _generate_lines(
             prefix = (_EPOCH_NAIVE + timedelta(seconds=sec)).isoformat()
         line = (
             f'{{"id":"{id_val:016x}{f_a[i]}{prefix}.'
-            f"{abs_t - sec * US:06d}Z{f_b[i]}{ev}{s_page[i]}{s_sess[i]}{extra}{tail}"
+            f"{abs_t - sec * US:06d}Z{f_b[i]}{ev}{s_page[i]}{s_sess[i]}{s_ref[i]}{s_seg[i]}"
+            f"{extra}{tail}"
         )
         id_val = (id_val + ID_MULT) & MASK64
         yield line

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from .config import Settings
+from .session_metrics import NO_PARAMS, HitParams, hit_params
 from .timefmt import parse_time_us
 
 REQUIRED = ("id", "client_id", "property_id", "server_received_time")
@@ -26,14 +27,16 @@ class Hit:
     """One valid hit. `acid` starts as the hit's own ACID and is rewritten by
     identity joining. `order` is its place in the time merge of the
     partitions, `(M, partition, offset)`, and `clock` its `M`: the merge clock
-    at which it is handled (SPEC rule 2), known where the hit is read."""
+    at which it is handled (SPEC rule 2), known where the hit is read.
+    `params` is what the session metrics read of it (`session_metrics.hit_params`)."""
 
     __slots__ = ("t", "clock", "id", "property_id", "client_id", "_acid",
-                 "user_id", "join_key", "raw", "has_acid", "key", "order")
+                 "user_id", "join_key", "raw", "has_acid", "key", "order", "params")
 
     def __init__(self, t: int, clock: int, id: str, property_id: str, client_id: str,
                  acid: str, user_id: str | None, join_key: str | None, raw: bytes,
-                 has_acid: bool = False, order: tuple = (0, 0, 0)) -> None:
+                 has_acid: bool = False, order: tuple = (0, 0, 0),
+                 params: HitParams = NO_PARAMS) -> None:
         self.t = t
         self.clock = clock
         self.id = id
@@ -46,6 +49,7 @@ class Hit:
         self.has_acid = has_acid  # the raw hit carries `authoritative_client_id`
         self.key = (property_id, acid)  # `(property_id, acid)`: its proto-session
         self.order = order
+        self.params = params
 
     @property
     def acid(self) -> str:
@@ -60,7 +64,7 @@ class Hit:
     def __reduce__(self):  # compact pickling for exchanges between processes
         return (Hit, (self.t, self.clock, self.id, self.property_id, self.client_id,
                       self.acid, self.user_id, self.join_key, self.raw, self.has_acid,
-                      self.order))
+                      self.order, self.params))
 
     def __repr__(self) -> str:
         return f"Hit(id={self.id!r}, acid={self.acid!r}, t={self.t})"
@@ -309,4 +313,4 @@ def parse_hit(raw: bytes, settings: Settings, wall_now_us: int | None,
     acid = obj.get("authoritative_client_id")
     return Hit(t, max(clock, t), obj["id"], obj["property_id"], cid, acid or cid,
                obj.get("user_id") or None, join_key(obj, settings), raw,
-               "authoritative_client_id" in obj)
+               "authoritative_client_id" in obj, params=hit_params(obj.get("query_params")))

@@ -85,9 +85,8 @@ class Context:
         if ps is None:
             ps = self.sessions[key] = ProtoSession(hit.property_id, hit.acid)
             ps.first_t = ps.last_t = t
-            ps.first_id = hit.id
         elif t < ps.first_t:
-            ps.first_t, ps.first_id = t, hit.id
+            ps.first_t = t
         elif t > ps.last_t:
             ps.last_t = t
         if hit.clock > ps.seen_clock:
@@ -97,7 +96,8 @@ class Context:
             raw = with_acid(raw, hit.acid, hit.has_acid)
         else:  # the common case: append the field to the hit as received
             raw = raw[:-1] + ps.acid_suffix()
-        ps.hits.append((t, raw))
+        ps.hits.append((t, raw, hit.id))
+        ps.metrics.add(t, ps.count, hit.params)
         ps.count += 1
         ps.size += len(raw)
         ps.ids.add(hit.id)
@@ -142,7 +142,7 @@ class Context:
         self.trigger_cleanup(key)
         self.stats["evictions"] += 1
         self.stats["evicted_hits"] += len(hits)
-        self.closer.requeue(cmd.owner, [with_acid(raw, cmd.owner, True) for _, raw in hits])
+        self.closer.requeue(cmd.owner, [with_acid(h[1], cmd.owner, True) for h in hits])
 
     def ping(self, ts: int) -> None:
         """Tell every middleware the clock reached `ts` (closes what expired)."""

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .config import Settings
+from .config import EVICTION_STRATEGIES, SESSION_HITS, Settings
 from .units import parse_duration_us
 
 ENV_PREFIX = "PROTOSESSIONS_"
@@ -26,6 +26,7 @@ class Option:
     help: str
     kind: str = "str"  # str | int | bool | list
     engine: bool = False  # part of `Settings`
+    choices: tuple[str, ...] = ()  # the only values allowed (kind str), shown in help
 
     @property
     def dest(self) -> str:
@@ -49,10 +50,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("allowed-lateness", "0s", "how long the clock waits for late hits", engine=True),
     Option("join-by-session-stamp", True, "join clients by session stamp / IP", "bool", engine=True),
     Option("join-by-user-id", True, "join clients by user ID", "bool", engine=True),
-    Option("eviction-strategy", "rewrite", "rewrite | evict", engine=True),
+    Option("eviction-strategy", "rewrite", "rewrite: re-point the hit; evict: also move its "
+           "client's open proto-session into the owner (Kafka only)", engine=True,
+           choices=EVICTION_STRATEGIES),
     Option("compaction-threshold", "64KiB", "buffered bytes past which a proto-session is compressed", engine=True),
     Option("max-hit-bytes", "65536", "larger hits are rejected (too_large)", engine=True),
     Option("max-future-skew", "10m", "hits further ahead of the wall clock are rejected", engine=True),
+    Option("session-hits", "full", "a session record's hits: full (the hits), ids (their ids) "
+           "or none (left out)", engine=True, choices=SESSION_HITS),
     Option("shards", 64, "key groups of the session step; keep it fixed across resumes", "int", engine=True),
     Option("identity-shards", 16, "key groups of the identity step (by join key); keep it fixed "
            "across resumes", "int", engine=True),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Sequence
 
 import orjson
 
@@ -11,11 +12,12 @@ from .state import ProtoSession, StoredHit
 from .timefmt import format_time_us
 
 
-
-def session_id(property_id: str, acid: str, first_hit_id: str) -> str:
-    """First 32 hex digits of SHA-256 of `property_id\\nACID\\nfirst hit id`."""
-    text = f"{property_id}\n{acid}\n{first_hit_id}".encode()
-    return hashlib.sha256(text).hexdigest()[:32]
+def session_id(property_id: str, acid: str, hit_ids: Sequence[str]) -> str:
+    """First 32 hex digits of SHA-256 of `orjson.dumps([property_id, ACID,
+    hit ids in "hits" order])`: it names the content, so a session written
+    again after a resume keeps its id, and JSON quoting keeps any two
+    different contents apart (a separator character could occur in an ID)."""
+    return hashlib.sha256(orjson.dumps([property_id, acid, hit_ids])).hexdigest()[:32]
 
 
 _ACID_KEY = b'"authoritative_client_id"'
@@ -74,14 +76,18 @@ def _top_level_values(raw: bytes, name: str) -> list[tuple[int, int]]:
     return spans
 
 
-def session_json(ps: ProtoSession, hits: list[StoredHit], reason: str) -> bytes:
+def session_json(ps: ProtoSession, hits: list[StoredHit], reason: str,
+                 session_hits: str = "full") -> bytes:
     """Serialise a closed proto-session; `hits` (already carrying the ACID,
-    see `with_acid`) in arrival order. Assembled by joining bytes, so no hit
-    is parsed again."""
+    see `with_acid`) in arrival order. `session_hits` (`full`, `ids`, `none`)
+    says what the record's `hits` holds. Assembled by joining bytes, so no hit
+    is parsed again: the ids are stored beside each hit, the metrics kept
+    up to date as hits arrived (`SessionMetrics`)."""
     if len(hits) > 1:
         hits = sorted(hits, key=_first)
+    _, raws, ids = zip(*hits) if hits else ((), (), ())
     head = orjson.dumps({
-        "session_id": session_id(ps.property_id, ps.acid, ps.first_id),
+        "session_id": session_id(ps.property_id, ps.acid, ids),
         "property_id": ps.property_id,
         "authoritative_client_id": ps.acid,
         "client_ids": sorted(ps.client_ids),
@@ -91,15 +97,14 @@ def session_json(ps: ProtoSession, hits: list[StoredHit], reason: str) -> bytes:
         "hit_count": len(hits),
         "close_reason": reason,
     })
-    pieces = [head[:-1], b',"hits":[']
-    for _, raw in hits:  # one join, so the hits are copied once
-        pieces.append(raw)
-        pieces.append(b",")
-    if hits:
-        pieces[-1] = b"]}"
+    if session_hits == "full":  # hits joined in C: cheaper than a Python loop over them
+        body = b',"hits":[' + b",".join(raws) + b'],"metrics":'
+    elif session_hits == "ids":
+        body = b',"hits":' + orjson.dumps(ids) + b',"metrics":'
     else:
-        pieces.append(b"]}")
-    return b"".join(pieces)
+        body = b',"metrics":'
+    metrics = orjson.dumps(ps.metrics.result(ps.first_t, ps.last_t))
+    return b"".join((head[:-1], body, metrics, b"}"))
 
 
 def _first(h: StoredHit) -> int:

@@ -14,29 +14,33 @@ from typing import Iterator
 
 import orjson
 
+from .session_metrics import SessionMetrics
 from .wheel import TimingWheel
 
 SessionKey = tuple  # (property_id, acid)
-StoredHit = tuple  # (t, hit bytes with the ACID set), in arrival order
+# (t, hit bytes with the ACID set, hit id), in arrival order: the id lets a
+# close name the session (and a restore rebuild `ids`) without parsing hits.
+StoredHit = tuple
 
-SNAPSHOT_VERSION = 5  # 2: hits carry their ACID; 3-5: compressed parts written once
+SNAPSHOT_VERSION = 6  # 2: hits carry their ACID; 3-5: compressed parts written once;
+# 6: stored hits carry their id, proto-sessions their metrics, no first_id
 
 
 class ProtoSession:
     """One open group of hits of a `(property_id, ACID)`.
 
-    Hits are kept as `(t, raw)` in arrival order; once their bytes pass the
+    Hits are kept as `StoredHit`s in arrival order; once their bytes pass the
     compaction threshold they move, compressed, into `compacted`.
     """
 
-    __slots__ = ("property_id", "acid", "first_t", "first_id", "last_t", "count",
+    __slots__ = ("property_id", "acid", "first_t", "last_t", "count", "metrics",
                  "size", "hits", "compacted", "ids", "client_ids", "user_ids", "bucket", "seen_clock", "sealed", "sealed_upto")
 
     def __init__(self, property_id: str, acid: str) -> None:
         self.property_id = property_id
         self.acid = acid
         self.first_t = 0
-        self.first_id = ""
+        self.metrics = SessionMetrics()
         self.last_t = 0
         self.count = 0
         self.size = 0
@@ -56,10 +60,11 @@ class ProtoSession:
 
     def to_state(self) -> tuple:
         """Plain, immutable form for snapshots (sets become sorted tuples)."""
-        return (self.property_id, self.acid, self.first_t, self.first_id, self.last_t,
+        return (self.property_id, self.acid, self.first_t, self.last_t,
                 self.count, self.size, tuple(self.hits), tuple(self.compacted),
                 tuple(self.ids), tuple(sorted(self.client_ids)),
-                tuple(sorted(self.user_ids)), self.bucket, self.seen_clock)
+                tuple(sorted(self.user_ids)), self.bucket, self.seen_clock,
+                self.metrics.to_state())
 
     def to_snapshot(self) -> tuple:
         """What a snapshot stores: `(small fields, hit chunks, compacted blocks)`.
@@ -73,46 +78,45 @@ class ProtoSession:
         if len(self.hits) > self.sealed_upto:
             self.sealed.append(compress_hits(self.hits[self.sealed_upto:]))
             self.sealed_upto = len(self.hits)
-        small = (self.property_id, self.acid, self.first_t, self.first_id, self.last_t,
+        small = (self.property_id, self.acid, self.first_t, self.last_t,
                  self.count, self.size, tuple(sorted(self.client_ids)),
-                 tuple(sorted(self.user_ids)), self.bucket, self.seen_clock)
+                 tuple(sorted(self.user_ids)), self.bucket, self.seen_clock,
+                 self.metrics.to_state())
         return (small, tuple(self.sealed), tuple(self.compacted))
 
     @classmethod
     def from_snapshot(cls, snap: tuple) -> "ProtoSession":
         s, chunks, compacted = snap
         ps = cls(s[0], s[1])
-        (ps.first_t, ps.first_id, ps.last_t, ps.count, ps.size) = s[2:7]
-        ps.client_ids = set(s[7])
-        ps.user_ids = set(s[8])
-        ps.bucket = s[9]
-        ps.seen_clock = s[10]
+        (ps.first_t, ps.last_t, ps.count, ps.size) = s[2:6]
+        ps.client_ids = set(s[6])
+        ps.user_ids = set(s[7])
+        ps.bucket = s[8]
+        ps.seen_clock = s[9]
+        ps.metrics = SessionMetrics.from_state(s[10])
         for chunk in chunks:
             ps.hits.extend(decompress_hits(chunk))
         ps.sealed = list(chunks)
         ps.sealed_upto = len(ps.hits)
         ps.compacted = list(compacted)
-        ps.ids = {_hit_id(raw) for _, raw in ps.hits}
+        ps.ids = {h[2] for h in ps.hits}
         for block in ps.compacted:
-            ps.ids.update(_hit_id(raw) for _, raw in decompress_hits(block))
+            ps.ids.update(h[2] for h in decompress_hits(block))
         return ps
 
     @classmethod
     def from_state(cls, s: tuple) -> "ProtoSession":
         ps = cls(s[0], s[1])
-        (ps.first_t, ps.first_id, ps.last_t, ps.count, ps.size) = s[2:7]
-        ps.hits = list(s[7])
-        ps.compacted = list(s[8])
-        ps.ids = set(s[9])
-        ps.client_ids = set(s[10])
-        ps.user_ids = set(s[11])
-        ps.bucket = s[12]
-        ps.seen_clock = s[13]
+        (ps.first_t, ps.last_t, ps.count, ps.size) = s[2:6]
+        ps.hits = list(s[6])
+        ps.compacted = list(s[7])
+        ps.ids = set(s[8])
+        ps.client_ids = set(s[9])
+        ps.user_ids = set(s[10])
+        ps.bucket = s[11]
+        ps.seen_clock = s[12]
+        ps.metrics = SessionMetrics.from_state(s[13])
         return ps
-
-
-def _hit_id(raw: bytes) -> str:
-    return orjson.loads(raw)["id"]
 
 
 @lru_cache(maxsize=65536)

@@ -7,6 +7,8 @@ import re
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
 
+from urllib.parse import parse_qs, urlsplit
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -155,9 +157,13 @@ def check_hit(line: bytes, hit: dict) -> None:
     assert qp["cid"] == [hit["client_id"]]
     assert qp["en"][0] in {
         "page_view", "user_engagement", "scroll", "click", "view_item",
-        "add_to_cart", "begin_checkout",
+        "add_to_cart", "begin_checkout", "screen_view", "purchase",
     }
     assert qp["dl"][0].startswith("https://")
+    assert qp["dt"][0].endswith(" | " + qp["dl"][0].split(".")[1].replace("-", " ").title())
+    assert qp["seg"] in (["0"], ["1"])
+    if "dr" in qp:
+        assert qp["dr"][0] and "utm_" not in qp["dr"][0]
     assert qp["sid"][0].isdigit()
     assert qp["sct"][0].isdigit()
     if "sessionStamp" in qp:
@@ -345,3 +351,75 @@ def test_session_stamps(originals: list[dict]) -> None:
         key = (h["client_id"], h["query_params"]["sid"][0])
         stamp = h["query_params"]["sessionStamp"][0]
         assert stamp_of.setdefault(key, stamp) == stamp
+
+
+# --- what the session metrics read -------------------------------------------
+
+
+def landings(originals: list[dict]) -> list[dict]:
+    """The first hit of each GA session (client, sid): a landing page view."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for h in originals:
+        key = (h["client_id"], h["query_params"]["sid"][0])
+        if key not in seen:
+            seen.add(key)
+            out.append(h)
+    return out
+
+
+def test_campaign_landing_pages(originals: list[dict]) -> None:
+    first = landings(originals)
+    tagged = [h for h in first if "utm_source=" in h["query_params"]["dl"][0]]
+    assert 0.06 * len(first) <= len(tagged) <= 0.2 * len(first)
+    queries = [parse_qs(urlsplit(h["query_params"]["dl"][0]).query) for h in tagged]
+    assert all({"utm_source", "utm_medium", "utm_campaign"} <= set(q) for q in queries)
+    assert any("utm_term" in q for q in queries) and any("utm_content" in q for q in queries)
+    assert any(" " in q["utm_campaign"][0] for q in queries)  # percent-encoded on the wire
+    # a tagged URL is a page view's, and events after it on that page repeat it
+    prev: dict[str, dict] = {}
+    for h in originals:
+        qp = h["query_params"]
+        if "utm_source=" in qp["dl"][0] and qp["en"] != ["page_view"]:
+            assert prev[h["client_id"]]["query_params"]["dl"] == qp["dl"]
+        prev[h["client_id"]] = h
+
+
+def test_referrers_only_on_the_landing_page(originals: list[dict]) -> None:
+    first = landings(originals)
+    referred = [h for h in first if "dr" in h["query_params"]]
+    assert 0.25 * len(first) <= len(referred) <= 0.6 * len(first)
+    prev: dict[str, dict] = {}
+    for h in originals:
+        qp = h["query_params"]
+        p = prev.get(h["client_id"])
+        if "dr" in qp and qp["en"] != ["page_view"]:
+            # kept from the landing page view until the next page view
+            assert p is not None and p["query_params"].get("dr") == qp["dr"]
+            assert p["query_params"]["dl"] == qp["dl"]
+        prev[h["client_id"]] = h
+
+
+def test_seg_follows_ga4_engagement(originals: list[dict]) -> None:
+    start: dict[tuple[str, str], datetime] = {}
+    page_views: Counter[tuple[str, str]] = Counter()
+    purchased: set[tuple[str, str]] = set()
+    engaged = 0
+    for h in originals:
+        qp = h["query_params"]
+        key = (h["client_id"], qp["sid"][0])
+        start.setdefault(key, ts(h))
+        page_views[key] += qp["en"] == ["page_view"]
+        if qp["en"] == ["purchase"]:
+            purchased.add(key)
+        want = (ts(h) - start[key] >= timedelta(seconds=10) or page_views[key] >= 2
+                or key in purchased)
+        assert qp["seg"] == (["1"] if want else ["0"])
+        engaged += want
+    assert 0.2 * len(originals) < engaged < 0.95 * len(originals)
+
+
+def test_screen_views_and_purchases(originals: list[dict]) -> None:
+    events = Counter(h["query_params"]["en"][0] for h in originals)
+    assert 0.005 * len(originals) <= events["screen_view"] <= 0.04 * len(originals)
+    assert 0 < events["purchase"] <= 0.01 * len(originals)
