@@ -4,7 +4,7 @@
 #   docker run --rm -e PROTOSESSIONS_KAFKA_BROKERS=broker:9092 protosessions:0.1.0
 #
 # Configured only by environment variables: PROTOSESSIONS_* (see
-# protosessions/options.py) and Bytewax's own BYTEWAX_* (see k8s/README.md).
+# flows/options.py) and Bytewax's own BYTEWAX_* (see k8s/README.md).
 # k8s/statefulset.yaml runs this image with exactly the CMD below;
 # tests/test_k8s_manifests.py checks that they stay equal.
 FROM python:3.11-slim
@@ -29,7 +29,7 @@ COPY protosessions /tmp/src/protosessions
 COPY flows /tmp/src/flows
 RUN pip install /tmp/src \
  && rm -rf /tmp/src \
- && python -c "import bytewax.run, confluent_kafka, orjson, prometheus_client, protosessions.options" \
+ && python -c "import bytewax.run, confluent_kafka, orjson, prometheus_client, flows.options" \
  && protosessions --help > /dev/null
 
 # Empty and owned by root: bytewax.run puts the working directory on sys.path

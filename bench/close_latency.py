@@ -72,7 +72,7 @@ def measure_latency(args: argparse.Namespace, brokers: str, duration_s: float) -
 
         Path(args.log).parent.mkdir(parents=True, exist_ok=True)
         log = open(args.log, "wb")
-        cmd = [sys.executable, "-m", "protosessions.cli", "run", "--kafka-brokers", brokers,
+        cmd = [sys.executable, "-m", "flows.cli", "run", "--kafka-brokers", brokers,
                "--hits-topic", t["hits"], "--sessions-topic", t["sessions"],
                "--dead-letter-topic", t["dead"], "--session-duration", args.session_duration,
                "--tick-interval", args.tick_interval, "--workers", str(args.workers),

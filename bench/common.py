@@ -60,7 +60,7 @@ def hits_file(hits: int = 1_000_000, clients: int = 50_000, seed: int = 1,
     path = directory / f"hits_{hits}_{clients}_{seed}.jsonl"
     if not path.exists():
         tmp = path.with_suffix(".tmp")
-        cmd = [sys.executable, "-m", "protosessions.cli", "generate", "--hits", str(hits),
+        cmd = [sys.executable, "-m", "flows.cli", "generate", "--hits", str(hits),
                "--clients", str(clients), "--seed", str(seed), "--output", str(tmp)]
         print(f"generating: $ {' '.join(cmd)}", flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
@@ -93,7 +93,7 @@ def create_topics(brokers: str, names: list[str], partitions: int = 1,
     plain = [t for t in names if not configs.get(t)]
     special = [t for t in names if configs.get(t)]
     if plain:
-        from protosessions.topics import create_topics as create
+        from flows.topics import create_topics as create
 
         create(brokers, plain, partitions, 1, {})
     if special:
@@ -182,7 +182,7 @@ class Child(NamedTuple):
 
 def measure(cmd: list[str], log: Path | None = None, cwd: Path = ROOT) -> Child:
     """Run `cmd` in `cwd` (the checkout's root; another tree runs that tree's
-    `python -m protosessions.cli`) to its end, stdout discarded and stderr
+    `python -m flows.cli`) to its end, stdout discarded and stderr
     written to `log` (or a temporary file); its wall seconds, peak RSS, exit
     code, stderr and CPU seconds. The caller decides what a non-zero exit means."""
     with (log.open("w+b") if log is not None else tempfile.TemporaryFile()) as err:

@@ -78,7 +78,7 @@ def main() -> None:
             # Broker defaults: the largest session here, ~7 MB of JSON, fits the 1 MB
             # default `max.message.bytes` thanks to the sink's lz4 compression.
             create_topics(brokers, [sessions, dead, copy], parts)
-            cmd_a = [py, "-m", "protosessions.cli", "run", "--kafka-brokers", brokers,
+            cmd_a = [py, "-m", "flows.cli", "run", "--kafka-brokers", brokers,
                      "--hits-topic", hits_topic, "--sessions-topic", sessions,
                      "--dead-letter-topic", dead, "--until-end", "--workers", str(args.workers),
                      *args.run_args]

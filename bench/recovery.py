@@ -57,7 +57,7 @@ MAX_MESSAGE = 16 * 1024 * 1024  # = the sink's producer message.max.bytes
 # broker's 1 MB default.
 BIG = {"max.message.bytes": str(MAX_MESSAGE)}
 PY = sys.executable
-CLI = [PY, "-m", "protosessions.cli"]
+CLI = [PY, "-m", "flows.cli"]
 
 
 def show(cmd: list[str], env: dict[str, str] | None = None) -> str:

@@ -1,7 +1,7 @@
 """What session metrics cost: `protosessions run` with `--session-hits full`,
 `ids` and `none`, against the same run of a commit from before the metrics
-(default 2306dc5, unpacked with `git archive` and run as its own
-`python -m protosessions.cli`), on the same generated file, in one run.
+(default 2306dc5, unpacked with `git archive` and run
+through its own CLI module), on the same generated file, in one run.
 
 Prints, per variant, over `--repeats` interleaved runs: the median of the
 run's own hits/s (its summary line: input to last session, no interpreter
@@ -64,7 +64,8 @@ def main() -> None:
     for _ in range(args.repeats):  # interleaved, so drift hits every variant alike
         for i, (name, (tree, extra)) in enumerate(variants.items()):
             out = work / f"metrics_{i}.jsonl"
-            cmd = [sys.executable, "-m", "protosessions.cli", "run", "--input", str(hits),
+            cli = "flows.cli" if (tree / "flows" / "cli.py").exists() else "protosessions.cli"
+            cmd = [sys.executable, "-m", cli, "run", "--input", str(hits),
                    "--output", str(out), "--dead-letter", str(work / f"metrics_{i}.dead.jsonl"),
                    "--workers", str(args.workers), *extra]
             child = measure(cmd, cwd=tree)

@@ -42,13 +42,13 @@ def main() -> None:
     prefix(hits, small, args.windower_hits)
 
     runs = {
-        "a protosessions run": ([py, "-m", "protosessions.cli", "run", "--input", str(hits),
+        "a protosessions run": ([py, "-m", "flows.cli", "run", "--input", str(hits),
                                  "--output", str(work / "a.jsonl"), "--dead-letter",
                                  str(work / "a.dead.jsonl"), "--workers", str(args.workers)],
                                 args.hits),
         "b parse+reserialise": ([py, str(HERE / "floor_flow.py"), str(hits), str(work / "b.jsonl"),
                                  str(args.workers)], args.hits),
-        "a on prefix": ([py, "-m", "protosessions.cli", "run", "--input", str(small),
+        "a on prefix": ([py, "-m", "flows.cli", "run", "--input", str(small),
                          "--output", str(work / "a2.jsonl"), "--dead-letter",
                          str(work / "a2.dead.jsonl")], args.windower_hits),
         "c SessionWindower on prefix": ([py, str(HERE / "windower_flow.py"), str(small),

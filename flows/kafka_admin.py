@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
-from protosessions.options import RunConfig, kafka_config
+from flows.options import RunConfig, kafka_config
 from protosessions.units import parse_duration_us
 
 LOGGER = "protosessions.kafka"

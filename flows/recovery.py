@@ -172,7 +172,7 @@ def _damage(part: str, what: str, e: BaseException) -> str:
 
 
 def cmd_recovery(args) -> int:
-    from protosessions.cli import UsageError
+    from flows.cli import UsageError
 
     try:
         made = init(args.dir, args.partitions)

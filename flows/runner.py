@@ -9,7 +9,7 @@ from typing import Any
 from bytewax.recovery import InconsistentPartitionsError, MissingPartitionsError, NoPartitionsError
 from bytewax.run import cli_main
 
-from protosessions.options import RunConfig
+from flows.options import RunConfig
 from protosessions.units import parse_duration_us
 
 from . import stop

@@ -25,7 +25,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from protosessions.closer import Requeue
-from protosessions.options import RunConfig, from_env, kafka_config
+from flows.options import RunConfig, from_env, kafka_config
 from . import metrics
 from .backlog import backlog
 from .files import STDERR, JsonlSink, JsonlSource

@@ -13,7 +13,7 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from protosessions.topics import create_topics
+from flows.topics import create_topics
 
 
 def bootstrap() -> str:

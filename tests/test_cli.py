@@ -11,12 +11,12 @@ import sys
 
 import pytest
 
-from protosessions import cli
-from protosessions.options import OPTIONS
+from flows import cli
+from flows.options import OPTIONS
 
 
 def run_cli(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "protosessions.cli", *argv],
+    return subprocess.run([sys.executable, "-m", "flows.cli", *argv],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -130,7 +130,7 @@ def test_help_never_shows_kafka_config_values() -> None:
     secret = "sasl.password=hunter2"
     env = {"PROTOSESSIONS_KAFKA_CONFIG": secret}
     for argv in (["run", "--help"], ["topics", "create", "--help"]):
-        out = subprocess.run([sys.executable, "-m", "protosessions.cli", *argv],
+        out = subprocess.run([sys.executable, "-m", "flows.cli", *argv],
                              env={**os.environ, **env},
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and "--kafka-config" in out.stdout

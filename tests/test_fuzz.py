@@ -148,7 +148,7 @@ def test_cli_run_never_crashes_and_loses_nothing(tmp_path_factory, lines: list[b
     src, out, dead = tmp / "hits.jsonl", tmp / "sessions.jsonl", tmp / "dead.jsonl"
     lines = lines + GOLDEN_HOSTILE.read_bytes().splitlines()  # always some that once crashed it
     src.write_bytes(b"\n".join(lines))
-    proc = subprocess.run([sys.executable, "-m", "protosessions.cli", "run", "--input", str(src),
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--input", str(src),
                            "--output", str(out), "--dead-letter", str(dead), "--workers", "2",
                            "--max-events", "3"],
                           capture_output=True, text=True, timeout=120)

@@ -38,7 +38,7 @@ def test_golden_through_cli(case: str, workers: int, tmp_path) -> None:
     out, dead = tmp_path / "sessions.jsonl", tmp_path / "dead.jsonl"
     files, line_of = input_files(case, tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "protosessions.cli", "run", *(a for f in files for a in ("--input", f)),
+        [sys.executable, "-m", "flows.cli", "run", *(a for f in files for a in ("--input", f)),
          "--output", str(out), "--dead-letter", str(dead), "--workers", str(workers),
          *flags(case)],
         capture_output=True, text=True, timeout=120)

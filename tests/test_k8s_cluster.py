@@ -84,7 +84,7 @@ def cluster_cmd_env(n: int, workdir: Path, brokers: str, t: dict) -> list[tuple[
 def init_recovery(workdir: Path) -> None:
     rec = workdir / "recovery"
     parts = manifest("ConfigMap")["data"]["RECOVERY_PARTITIONS"]
-    subprocess.run([sys.executable, "-m", "protosessions.cli", "recovery", "init", str(rec),
+    subprocess.run([sys.executable, "-m", "flows.cli", "recovery", "init", str(rec),
                     "--partitions", str(parts)], check=True, capture_output=True)
 
 

@@ -2,7 +2,7 @@
 
 Every manifest is validated against the Kubernetes API schema shipped by
 kubernetes-validate, and the pieces that must agree with each other (and with
-the app: protosessions.options, bytewax.run) are checked to agree. When
+the app: flows.options, bytewax.run) are checked to agree. When
 `kubectl` is on PATH the kustomize output is rendered and checked as well.
 """
 
@@ -26,7 +26,7 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 import bytewax.run  # noqa: E402
 
-from protosessions.options import OPTIONS, engine_settings, from_env, kafka_config, split_list  # noqa: E402
+from flows.options import OPTIONS, engine_settings, from_env, kafka_config, split_list  # noqa: E402
 from protosessions.units import parse_duration_us  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -271,7 +271,7 @@ def test_configmap_keys_are_real_options_and_cover_kafka_and_engine():
     assert all(isinstance(v, str) for v in data.values()), "ConfigMap values must be strings"
     keys = {k for k in data if k.startswith("PROTOSESSIONS_")}
     unknown = keys - set(OPTION_BY_ENV)
-    assert not unknown, f"not options in protosessions.options: {unknown}"
+    assert not unknown, f"not options in flows.options: {unknown}"
     assert keys == {o.env for o in CONFIGMAP_OPTIONS}
     engine = {o.env for o in OPTIONS if o.engine}
     kafka = {o.env for o in OPTIONS if "kafka" in o.name or o.name.endswith("-topic")}
@@ -509,7 +509,7 @@ import sys
 sys.path.insert(0, {root!r})
 with open({log!r}, "a") as log:
     log.write(" ".join(sys.argv[1:]) + "\\n")
-from protosessions.cli import main
+from flows.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -683,6 +683,6 @@ def test_topics_job_passes_the_kafka_secret_as_flags(tmp_path):
                              capture_output=True, text=True).stdout
         assert json.loads(out) == base + extra
     # The real parser takes those flags.
-    from protosessions.cli import build_parser
+    from flows.cli import build_parser
     args = build_parser().parse_args(base + ["--kafka-config", "security.protocol=SASL_SSL"])
     assert args.topics_command == "create" and args.kafka_config == ["security.protocol=SASL_SSL"]

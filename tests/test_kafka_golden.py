@@ -32,7 +32,7 @@ def run_over_kafka(case: str, parts: list[list[tuple]]) -> tuple[list, list, str
         if items:
             produce(brokers, t["hits"], [raw for _, raw in items], partition=p)
     proc = subprocess.run(
-        [sys.executable, "-m", "protosessions.cli", "run", "--kafka-brokers", brokers,
+        [sys.executable, "-m", "flows.cli", "run", "--kafka-brokers", brokers,
          "--hits-topic", t["hits"], "--sessions-topic", t["sessions"],
          "--dead-letter-topic", t["dead"], "--until-end", *flags(case)],
         capture_output=True, text=True, timeout=120)

@@ -26,7 +26,7 @@ from protosessions.engine import Engine
 from protosessions.generate import generate_hits
 from protosessions.merge import merged
 from protosessions.timefmt import format_time_us, wall_now_us
-from protosessions.topics import create_topics
+from flows.topics import create_topics
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +70,7 @@ def _read_sessions(brokers: str, topic: str, expect: int) -> list[dict]:
 def run_one_process(t: Topic, batch: int) -> list[dict]:
     sessions, dead = t.outputs()
     proc = subprocess.run(
-        [sys.executable, "-m", "protosessions.cli", "run", "--kafka-brokers", t.brokers,
+        [sys.executable, "-m", "flows.cli", "run", "--kafka-brokers", t.brokers,
          "--hits-topic", t.hits, "--sessions-topic", sessions, "--dead-letter-topic", dead,
          "--until-end", "--batch-size", str(batch)],
         capture_output=True, text=True, timeout=600)
@@ -149,7 +149,7 @@ def test_live_stream_in_time_order() -> None:
     create_topics(brokers, names, 3, 1, {})
     create_topics(brokers, names[1:], 1, 1, {})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "protosessions.cli", "run", "--kafka-brokers", brokers,
+        [sys.executable, "-m", "flows.cli", "run", "--kafka-brokers", brokers,
          "--hits-topic", names[0], "--sessions-topic", names[1], "--dead-letter-topic", names[2],
          "--session-duration", "4s", "--tick-interval", "1s"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,

@@ -23,9 +23,9 @@ from flows.kafka import DeliveredKafkaSink, DeliveryError
 from flows.kafka_admin import RateLimit, rate_limited_kafka_logger
 from kafka_support import bootstrap, consume_all, produce, topics
 from protosessions import stats
-from protosessions.cli import progress_line
+from flows.cli import progress_line
 from protosessions.timefmt import format_time_us, wall_now_us
-from protosessions.topics import create_topics
+from flows.topics import create_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "BYTEWAX_DATAFLOW_API_CACHE_PATH": tempfile.gettempdir()}
@@ -42,7 +42,7 @@ def closed_port() -> str:
 
 def cli(*args: str, env: dict | None = None) -> tuple[int, list[str], float]:
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "protosessions.cli", *args],
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", *args],
                           capture_output=True, text=True, timeout=120, env={**ENV, **(env or {})})
     return proc.returncode, proc.stderr.strip().splitlines(), time.monotonic() - start
 
@@ -176,7 +176,7 @@ def test_signal_stops_a_kafka_run_cleanly(sig: int, code: int) -> None:
     closed by the stop, the summary is printed, exit 130 / 0, quickly."""
     brokers = bootstrap()
     t = topics(brokers, 1, prefix="stop")
-    proc = subprocess.Popen([sys.executable, "-m", "protosessions.cli", *run_args(brokers, t)],
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *run_args(brokers, t)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
     try:
         now = wall_now_us()

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def start_flow(brokers: str, t: dict, *extra: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "protosessions.cli", "run", "--kafka-brokers", brokers,
+        [sys.executable, "-m", "flows.cli", "run", "--kafka-brokers", brokers,
          "--hits-topic", t["hits"], "--sessions-topic", t["sessions"],
          "--dead-letter-topic", t["dead"], *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
@@ -181,7 +181,7 @@ def test_broker_outage_mid_run_loses_nothing(tmp_path) -> None:
 
 def run_to_end(brokers: str, t: dict, *extra: str) -> list[dict]:
     proc = subprocess.run(
-        [sys.executable, "-m", "protosessions.cli", "run", "--kafka-brokers", brokers,
+        [sys.executable, "-m", "flows.cli", "run", "--kafka-brokers", brokers,
          "--hits-topic", t["hits"], "--sessions-topic", t["sessions"],
          "--dead-letter-topic", t["dead"], "--until-end", *extra],
         capture_output=True, timeout=300)
@@ -226,7 +226,7 @@ def test_topics_create_is_idempotent() -> None:
     brokers = bootstrap()
     tag = f"create-{os.getpid()}-{int(time.time() * 1000)}"
     names = [f"{tag}.hits", f"{tag}.sessions", f"{tag}.dead"]
-    cmd = [sys.executable, "-m", "protosessions.cli", "topics", "create", "--kafka-brokers", brokers,
+    cmd = [sys.executable, "-m", "flows.cli", "topics", "create", "--kafka-brokers", brokers,
            "--partitions", "3", "--hits-topic", names[0], "--sessions-topic", names[1],
            "--dead-letter-topic", names[2]]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

@@ -219,6 +219,6 @@ def test_settings_frozen() -> None:
     ("a=1\nsasl.oauthbearer.extensions=x=1,y=2\n\n", ("a=1", "sasl.oauthbearer.extensions=x=1,y=2")),
 ])
 def test_split_list_lines_or_commas(text: str, want: tuple) -> None:
-    from protosessions.options import from_env, split_list
+    from flows.options import from_env, split_list
     assert split_list(text) == want
     assert from_env({"PROTOSESSIONS_KAFKA_CONFIG": text})["kafka_config"] == want

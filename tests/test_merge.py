@@ -15,7 +15,7 @@ from flows.sources import ListSource
 from protosessions.config import Settings
 from protosessions.hit import Hit
 from protosessions.merge import END, MergeBuffer, PartitionReader, Watermark, merged
-from protosessions.options import RunConfig
+from flows.options import RunConfig
 from protosessions.timefmt import format_time_us
 
 S = 1_000_000

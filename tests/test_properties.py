@@ -292,7 +292,7 @@ def test_bytewax_flow_equals_engine(case, batch_size: int) -> None:
     from flows.sessions import build_flow
     from flows.sources import ListSource
     from protosessions import stats
-    from protosessions.options import RunConfig
+    from flows.options import RunConfig
 
     s, lines, _ = case
     items = [(("gen.jsonl", n), raw) for n, raw in enumerate(lines, 1)]
@@ -322,7 +322,7 @@ def test_partitions_give_the_sessions_of_their_time_merge(case, parts: int, batc
     from flows.sources import ListSource
     from protosessions import stats
     from protosessions.merge import merged
-    from protosessions.options import RunConfig
+    from flows.options import RunConfig
 
     s, lines, _ = case
     partitions: list[list] = [[] for _ in range(parts)]

@@ -50,7 +50,7 @@ def quickstart_commands() -> list[list[str]]:
 def protosessions() -> list[str]:
     """The installed console script (as a user runs it), else the module."""
     script = Path(sys.executable).with_name("protosessions")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "protosessions.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "flows.cli"]
 
 
 def localise(argv: list[str], broker: str, duration: str) -> list[str]:

@@ -29,7 +29,7 @@ def hits_file(tmp_path_factory) -> Path:
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "protosessions.cli", *args]
+    return [sys.executable, "-m", "flows.cli", *args]
 
 
 def run_killed(cmd: list[str], after: float) -> bool:

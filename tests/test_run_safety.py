@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from protosessions import cli
+from flows import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 HIT = ('{"id":"%s","client_id":"c1","property_id":"G-1",'
@@ -26,7 +26,7 @@ def hits(n: int = 5) -> bytes:
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The CLI with this test's `PROTOSESSIONS_*` variables only (none inherited)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("PROTOSESSIONS_")}
-    return subprocess.run([sys.executable, "-m", "protosessions.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True,
                           text=True, timeout=120, cwd=cwd or ROOT, env={**base, **(env or {})})
 
 
@@ -165,7 +165,7 @@ def test_the_secret_example_is_one_pair_per_line() -> None:
 
     text = (ROOT / "k8s" / "secret-example.yaml").read_text()
     value = yaml.safe_load(text)["stringData"]["kafka-config"]
-    from protosessions.options import kafka_config, split_list
+    from flows.options import kafka_config, split_list
     pairs = split_list(value)
     assert len(value.strip().splitlines()) == len(pairs) > 1
     assert kafka_config(pairs)["sasl.password"]
@@ -325,7 +325,7 @@ def test_an_unwritable_recovery_directory_is_one_line(tmp_path_factory) -> None:
         os.chmod(store, 0o555)
         for part in store.iterdir():
             os.chmod(part, 0o444)
-        cmd = [sys.executable, "-m", "protosessions.cli", "run", "--input", str(src),
+        cmd = [sys.executable, "-m", "flows.cli", "run", "--input", str(src),
                "--output", "-", "--recovery-dir", str(store)]
         if os.geteuid() == 0:
             cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]

@@ -356,7 +356,7 @@ def test_session_hits_bad_value_is_refused() -> None:
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "protosessions.cli", *args],
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args],
                           capture_output=True, text=True, timeout=60,
                           env={**os.environ, **(env or {})})
 

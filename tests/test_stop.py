@@ -63,7 +63,7 @@ def _hits_read(summary: str) -> int:
 def test_signal_stops_a_file_run_cleanly(big_input: Path, tmp_path: Path, sig: int,
                                          code: int) -> None:
     out = tmp_path / "sessions.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "protosessions.cli", "run", "--input",
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--input",
                              str(big_input), "--output", str(out), "--dead-letter",
                              str(tmp_path / "dead.jsonl")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
@@ -81,7 +81,7 @@ def test_signal_stops_a_file_run_cleanly(big_input: Path, tmp_path: Path, sig: i
 
 def test_sigterm_stops_a_run_on_a_quiet_stdin_pipe(tmp_path: Path) -> None:
     """A pipe that stays open without data must not hide the stop."""
-    proc = subprocess.Popen([sys.executable, "-m", "protosessions.cli", "run", "--input", "-"],
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--input", "-"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=ENV)
     try:

@@ -58,7 +58,7 @@ def test_restored_streaming_shard_closes_when_idle(monkeypatch) -> None:
 
 
 def test_dead_letters_default_to_stderr_next_to_the_summary(tmp_path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "protosessions.cli", "run", "--input",
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--input",
                            str(hits_path("16_bad_input")), "--output", str(tmp_path / "s.jsonl")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -18,9 +18,9 @@ import threading
 import time
 from typing import Any, Sequence
 
-from . import stats
+from protosessions import stats
 from .options import BY_DEST, OPTIONS, from_env, parse_bool, split_list
-from .units import parse_duration_us
+from protosessions.units import parse_duration_us
 
 
 class UsageError(Exception):
@@ -234,16 +234,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         _check_file_io(config)
     from bytewax.errors import BytewaxRuntimeError
 
-    from flows.kafka_admin import KafkaUnavailable
-    from flows.files import atomic_outputs
-    from flows.recovery import RecoveryError
+    from .kafka_admin import KafkaUnavailable
+    from .files import atomic_outputs
+    from .recovery import RecoveryError
 
     resumed = _prepare_recovery(config) if config.recovery_dir else False
     if not config.streaming and not config.input:
-        from flows.sessions import sample_path
+        from .sessions import sample_path
         print(f"protosessions run: no --input given: reading the bundled sample {sample_path()}",
               file=sys.stderr)
-    from flows.runner import run  # Bytewax is imported only to run
+    from .runner import run  # Bytewax is imported only to run
 
     stats.reset()
     start = time.monotonic()
@@ -281,7 +281,7 @@ def _prepare_recovery(config: Any) -> bool:
     is written (Bytewax would panic mid-run, or silently change the output);
     True when the run resumes one. File paths become absolute: Bytewax keys
     a file's state by its path, which must not depend on the directory."""
-    from flows.recovery import (RecoveryError, check_resume, checked_recovery_config,
+    from .recovery import (RecoveryError, check_resume, checked_recovery_config,
                                 damaged_snapshot, resume_record)
 
     try:
@@ -348,7 +348,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise UsageError(f"protosessions generate: {flag} needs --kafka-brokers")
     if args.hits is None:
         raise UsageError("protosessions generate: --hits is required (or --kafka-brokers and --rate)")
-    from .generate import write_hits
+    from protosessions.generate import write_hits
 
     start = time.monotonic()
     if args.output == "-":
@@ -385,7 +385,7 @@ def _generate_live(args: argparse.Namespace) -> int:
         raise UsageError(f"protosessions generate: {e}") from None
     if duration_s is not None and duration_s <= 0:
         raise UsageError("protosessions generate: --duration must be more than 0s")
-    from flows.live_generate import LiveGenerateError, produce_live
+    from .live_generate import LiveGenerateError, produce_live
 
     try:
         result = produce_live(args.kafka_brokers, args.hits_topic, args.rate, duration_s=duration_s,
@@ -420,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .topics import cmd_topics
             return cmd_topics(args)
         if args.command == "recovery":
-            from flows.recovery import cmd_recovery
+            from .recovery import cmd_recovery
             return cmd_recovery(args)
     except UsageError as e:
         print(str(e), file=sys.stderr)
@@ -433,5 +433,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     # Through the imported module, so that `UsageError` raised by the other
     # modules (`from .cli import UsageError`) is the class `main` catches.
-    from protosessions.cli import main as _main
+    from flows.cli import main as _main
     sys.exit(_main())

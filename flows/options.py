@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .config import EVICTION_STRATEGIES, SESSION_HITS, Settings
-from .units import parse_duration_us
+from protosessions.config import EVICTION_STRATEGIES, SESSION_HITS, Settings
+from protosessions.units import parse_duration_us
 
 ENV_PREFIX = "PROTOSESSIONS_"
 

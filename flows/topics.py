@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from .options import kafka_config
-from .units import parse_duration_us
+from protosessions.units import parse_duration_us
 
 
 def create_topics(brokers: str, names: list[str], partitions: int, replication: int,
@@ -19,7 +19,7 @@ def create_topics(brokers: str, names: list[str], partitions: int, replication: 
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import NewTopic
 
-    from flows.kafka_admin import KafkaUnavailable, connect
+    from .kafka_admin import KafkaUnavailable, connect
 
     admin = connect(brokers, config, timeout)  # else create_topics waits without a word
     topic_configs = topic_configs or {}
@@ -58,7 +58,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
         timeout_s = parse_duration_us(args.kafka_timeout) / 1e6
     except ValueError as e:
         raise UsageError(f"protosessions topics create: --kafka-timeout: {e}") from None
-    from flows.kafka_admin import KafkaUnavailable
+    from .kafka_admin import KafkaUnavailable
 
     try:
         result = create_topics(args.kafka_brokers, names, args.partitions,
