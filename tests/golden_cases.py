@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from protosessions.cli import _run_values, build_parser
-from protosessions.options import RunConfig
+from flows.cli import _run_values, build_parser
+from flows.options import RunConfig
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if p.is_dir())
