@@ -215,6 +215,12 @@ def summary_line(t: dict, seconds: float) -> str:
             f" {t['duplicates']} duplicates, {seconds:.2f}s, {rate:.0f} hits/s")
 
 
+def final_line(t: dict, seconds: float, stopped_by: int | None) -> str:
+    """The summary line, saying which signal stopped the run if one did."""
+    line = summary_line(t, seconds)
+    return line if stopped_by is None else f"{line}; stopped by {signal.Signals(stopped_by).name}"
+
+
 NO_VALID_HIT = 1  # exit code: the input had lines, and not one was a valid hit
 
 
@@ -263,11 +269,9 @@ def cmd_run(args: argparse.Namespace) -> int:
               "(PROTOSESSIONS_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
     totals = stats.totals()
-    line = summary_line(totals, time.monotonic() - start)
+    print(final_line(totals, time.monotonic() - start, stopped_by), file=sys.stderr)
     if stopped_by is not None:
-        print(f"{line}; stopped by {signal.Signals(stopped_by).name}", file=sys.stderr)
         return 130 if stopped_by == signal.SIGINT else 0  # SIGTERM: a requested stop, not a failure
-    print(line, file=sys.stderr)
     if (not config.streaming and not resumed and totals["hits_read"]
             and totals["dead_letters"] == totals["hits_read"]):
         print(f"protosessions run: not one of the {totals['hits_read']} input lines is a valid hit "

@@ -124,7 +124,8 @@ def __getattr__(name: str) -> Dataflow:
     """`flow`: what `python -m bytewax.run flows.sessions:flow` runs, built from
     `PROTOSESSIONS_*` only when asked for (importing this module builds nothing).
     Kafka that cannot be used ends the process with one line and exit code 2;
-    SIGINT/SIGTERM stop the run cleanly (`flows.stop`; the process exits 0)."""
+    SIGINT/SIGTERM stop the run cleanly (`flows.stop`; the process exits 0).
+    It prints the progress and summary lines `protosessions run` prints."""
     if name == "flow":
         import sys
 
@@ -144,5 +145,28 @@ def __getattr__(name: str) -> Dataflow:
             check_resume(store, resume_record(config))
         flow = build_flow(config)
         stop.install()
+        _report_progress(config)
         return flow
     raise AttributeError(name)
+
+
+def _report_progress(config: RunConfig) -> None:
+    """The progress line every few seconds, and the summary line when the
+    process exits (Bytewax's launcher runs the flow after importing it)."""
+    import atexit
+    import sys
+    import time
+
+    from protosessions import stats
+
+    from . import stop
+    from .cli import Progress, final_line
+
+    progress = Progress(config.sessions_topic if config.streaming else None).__enter__()
+    start = time.monotonic()
+
+    def summary() -> None:
+        progress.__exit__(None, None, None)
+        print(final_line(stats.totals(), time.monotonic() - start, stop.signal_number()),
+              file=sys.stderr, flush=True)
+    atexit.register(summary)

@@ -135,3 +135,22 @@ def test_help_never_shows_kafka_config_values() -> None:
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and "--kafka-config" in out.stdout
         assert "hunter2" not in out.stdout
+
+
+def test_bytewax_launcher_prints_the_summary_line(tmp_path) -> None:
+    """`python -m bytewax.run flows.sessions:flow` (the pods' command) ends
+    with the same summary line as `protosessions run`."""
+    import os
+    import subprocess
+    import sys
+
+    from golden_cases import hits_path
+
+    env = {**os.environ, "PROTOSESSIONS_INPUT": str(hits_path("17_mixed_2000")),
+           "PROTOSESSIONS_OUTPUT": str(tmp_path / "s.jsonl"), "PROTOSESSIONS_DEAD_LETTER": "/dev/null",
+           "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "bytewax.run", "flows.sessions:flow"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("protosessions: 2013 hits read, 385 sessions"), proc.stderr
