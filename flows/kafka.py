@@ -16,7 +16,6 @@ from confluent_kafka import KafkaError, Producer
 from protosessions import stats
 from protosessions.closer import Requeue
 
-from . import stop
 from .kafka_admin import rate_limited_kafka_logger
 
 PRODUCER_DEFAULTS = {

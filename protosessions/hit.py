@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import re
-import json
 from typing import Any
 
 import orjson

@@ -79,3 +79,27 @@ def consume_all(brokers: str, topic: str, expect: int | None = None, timeout: fl
     finally:
         c.close()
     return out
+
+
+def run_cluster_to_end(brokers: str, hits: str, sessions: str, dead: str, batch: int,
+                       base_port: int, cache_dir: str, processes: int = 2) -> None:
+    """The flow as the StatefulSet runs it (`python -m bytewax.run`, one
+    worker per process) over loopback, reading the hits topic to its end."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PROTOSESSIONS_KAFKA_BROKERS": brokers,
+           "PROTOSESSIONS_HITS_TOPIC": hits, "PROTOSESSIONS_SESSIONS_TOPIC": sessions,
+           "PROTOSESSIONS_DEAD_LETTER_TOPIC": dead, "PROTOSESSIONS_UNTIL_END": "true",
+           "PROTOSESSIONS_BATCH_SIZE": str(batch),
+           "BYTEWAX_DATAFLOW_API_CACHE_PATH": cache_dir}  # not the checkout
+    addrs = ";".join(f"127.0.0.1:{base_port + i}" for i in range(processes))
+    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", "flows.sessions:flow",
+                               "-w", "1", "-i", str(i), "-a", addrs],
+                              cwd=Path(__file__).resolve().parent.parent, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for i in range(processes)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err.decode()[-3000:]

@@ -15,12 +15,11 @@ import time
 import uuid
 import zlib
 from datetime import datetime, timezone
-from pathlib import Path
 
 import orjson
 import pytest
 
-from kafka_support import bootstrap, consume_all, produce
+from kafka_support import bootstrap, consume_all, produce, run_cluster_to_end
 from protosessions.config import Settings
 from protosessions.engine import Engine
 from protosessions.generate import generate_hits
@@ -29,7 +28,6 @@ from protosessions.timefmt import format_time_us, wall_now_us
 from flows.topics import create_topics
 
 pytestmark = pytest.mark.kafka
-ROOT = Path(__file__).resolve().parent.parent
 START = datetime(2025, 6, 1, tzinfo=timezone.utc)
 
 
@@ -80,20 +78,8 @@ def run_one_process(t: Topic, batch: int) -> list[dict]:
 
 def run_two_processes(t: Topic, batch: int) -> list[dict]:
     sessions, dead = t.outputs()
-    base = 24000 + (os.getpid() * 7 + batch) % 2000
-    env = {**os.environ, "PROTOSESSIONS_KAFKA_BROKERS": t.brokers,
-           "PROTOSESSIONS_HITS_TOPIC": t.hits, "PROTOSESSIONS_SESSIONS_TOPIC": sessions,
-           "PROTOSESSIONS_DEAD_LETTER_TOPIC": dead, "PROTOSESSIONS_UNTIL_END": "true",
-           "PROTOSESSIONS_BATCH_SIZE": str(batch),
-           "BYTEWAX_DATAFLOW_API_CACHE_PATH": tempfile.gettempdir()}
-    addrs = ";".join(f"127.0.0.1:{base + i}" for i in range(2))
-    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", "flows.sessions:flow",
-                               "-w", "1", "-i", str(i), "-a", addrs], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for i in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err.decode()[-3000:]
+    run_cluster_to_end(t.brokers, t.hits, sessions, dead, batch,
+                       24000 + (os.getpid() * 7 + batch) % 2000, tempfile.gettempdir())
     return _read_sessions(t.brokers, sessions, len(t.want))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from kafka_support import bootstrap, consume_all, produce, topics
+from kafka_support import bootstrap, consume_all, produce, run_cluster_to_end, topics
 from protosessions.config import Settings
 from protosessions.engine import Engine
 from protosessions.generate import generate_hits
@@ -248,19 +248,8 @@ def test_two_processes_give_the_sessions_of_the_time_merge(tmp_path, batch: str)
     t = topics(brokers, 2, prefix="peers")
     produce(brokers, t["hits"], dense, partition=0)
     produce(brokers, t["hits"], sparse, partition=1)
-    env = {**os.environ, "PROTOSESSIONS_KAFKA_BROKERS": brokers,
-           "PROTOSESSIONS_HITS_TOPIC": t["hits"], "PROTOSESSIONS_SESSIONS_TOPIC": t["sessions"],
-           "PROTOSESSIONS_DEAD_LETTER_TOPIC": t["dead"], "PROTOSESSIONS_UNTIL_END": "true",
-           "PROTOSESSIONS_BATCH_SIZE": batch,
-           "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(tmp_path)}  # not the checkout
-    addrs = ";".join(f"127.0.0.1:{base + i}" for i in range(2))
-    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", "flows.sessions:flow",
-                               "-w", "1", "-i", str(i), "-a", addrs], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for i in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err.decode()[-3000:]
+    run_cluster_to_end(brokers, t["hits"], t["sessions"], t["dead"], int(batch), base,
+                       str(tmp_path))
     got = sorted((orjson.loads(m.value()) for m in consume_all(brokers, t["sessions"])),
                  key=lambda s: s["session_id"])
     assert got == want
