@@ -44,4 +44,4 @@ USER 10001:10001
 # dataflow API (Prometheus /metrics, /dataflow).
 EXPOSE 9999 3030
 
-CMD ["python", "-m", "bytewax.run", "flows.sessions:flow"]
+CMD ["python", "-m", "flows.launch"]

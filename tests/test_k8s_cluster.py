@@ -67,7 +67,7 @@ def cluster_cmd_env(n: int, workdir: Path, brokers: str, t: dict) -> list[tuple[
             "BYTEWAX_RECOVERY_DIRECTORY": str(workdir / "recovery"),
             "BYTEWAX_DATAFLOW_API_PORT": str(base_port + 100 + i),
             "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(workdir),
-            "BYTEWAX_SNAPSHOT_INTERVAL": "1",
+            "PROTOSESSIONS_SNAPSHOT_INTERVAL": "1s",
             "PROTOSESSIONS_KAFKA_BROKERS": brokers,
             "PROTOSESSIONS_HITS_TOPIC": t["hits"],
             "PROTOSESSIONS_SESSIONS_TOPIC": t["sessions"],

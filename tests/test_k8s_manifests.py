@@ -40,11 +40,11 @@ OPTIONAL = {"secret-example.yaml", "servicemonitor.yaml"}
 NOT_K8S_API = {"Kustomization", "ServiceMonitor"}
 
 # PROTOSESSIONS_* options that the ConfigMap must not carry: file mode only,
-# the Secret's, and the ones `python -m bytewax.run` ignores (recovery and
-# its intervals are BYTEWAX_* there).
+# the Secret's, and the recovery store (BYTEWAX_RECOVERY_DIRECTORY, beside
+# the volume).
 FILE_MODE = {"input", "output", "dead-letter", "workers"}
 FROM_SECRET = {"kafka-config"}
-RUN_ONLY = {"recovery-dir", "snapshot-interval", "backup-interval"}
+RUN_ONLY = {"recovery-dir"}
 OPTION_BY_ENV = {o.env: o for o in OPTIONS}
 CONFIGMAP_OPTIONS = [o for o in OPTIONS if o.name not in FILE_MODE | FROM_SECRET | RUN_ONLY]
 
@@ -177,7 +177,7 @@ def test_dockerfile_base_user_cmd_and_env():
     assert user.isdigit() and int(user) != 0, "USER must be a numeric non-root uid (runAsNonRoot checks it)"
     assert not group or (group.isdigit() and int(group) != 0)
     assert docker("WORKDIR") == ["/app"]
-    assert docker_cmd() == ["python", "-m", "bytewax.run", "flows.sessions:flow"]
+    assert docker_cmd() == ["python", "-m", "flows.launch"]
     assert not docker("ENTRYPOINT"), "an ENTRYPOINT would change what the StatefulSet's command means"
     env = docker_env()
     assert env["PYTHONUNBUFFERED"] == "1"
@@ -301,9 +301,9 @@ def test_run_only_options_are_not_set_and_bytewax_intervals_match_their_defaults
             assert not {OPTIONS_ENV(n) for n in RUN_ONLY | FILE_MODE} & names, c["name"]
     data = configmap()
     assert not {OPTIONS_ENV(n) for n in RUN_ONLY | FILE_MODE | FROM_SECRET} & set(data)
-    default = {o.name: o.default for o in OPTIONS}
-    assert int(data["BYTEWAX_SNAPSHOT_INTERVAL"]) * 1_000_000 == parse_duration_us(default["snapshot-interval"])
-    assert int(data["BYTEWAX_RECOVERY_BACKUP_INTERVAL"]) * 1_000_000 == parse_duration_us(default["backup-interval"])
+    # One spelling: the intervals are PROTOSESSIONS_* durations, which
+    # `python -m flows.launch` hands to Bytewax (tests/test_launch.py).
+    assert not {"BYTEWAX_SNAPSHOT_INTERVAL", "BYTEWAX_RECOVERY_BACKUP_INTERVAL"} & set(data)
     assert int(data["BYTEWAX_WORKERS_PER_PROCESS"]) >= 1
 
 
@@ -333,8 +333,7 @@ def test_bytewax_variables_exist():
         assert name in sources, f"{name} is read by neither bytewax/run.py nor the Bytewax core"
     # The launcher settings proper are all in run.py:
     for name in ("BYTEWAX_POD_NAME", "BYTEWAX_STATEFULSET_NAME", "BYTEWAX_HOSTFILE_PATH",
-                 "BYTEWAX_RECOVERY_DIRECTORY", "BYTEWAX_SNAPSHOT_INTERVAL",
-                 "BYTEWAX_RECOVERY_BACKUP_INTERVAL", "BYTEWAX_WORKERS_PER_PROCESS"):
+                 "BYTEWAX_RECOVERY_DIRECTORY", "BYTEWAX_WORKERS_PER_PROCESS"):
         assert name in run_py
         assert name in names, f"{name} is not set anywhere"
     # Setting BYTEWAX_PROCESS_ID or BYTEWAX_ADDRESSES would override the pod-name /
