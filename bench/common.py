@@ -215,6 +215,7 @@ class Child(NamedTuple):
     peak_rss: int  # bytes (os.wait4's ru_maxrss, KiB on Linux, * 1024)
     exit_code: int
     stderr: str
+    cpu: float = 0.0  # user + system seconds of the child (os.wait4's rusage)
 
 
 def measure(cmd: list[str], log: Path | None = None, cwd: Path | str = ROOT,
@@ -230,7 +231,8 @@ def measure(cmd: list[str], log: Path | None = None, cwd: Path | str = ROOT,
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         text = err.read().decode(errors="replace")
-    return Child(secs, usage.ru_maxrss * 1024, proc.returncode, text)
+    return Child(secs, usage.ru_maxrss * 1024, proc.returncode, text,
+                 usage.ru_utime + usage.ru_stime)
 
 
 class Group(NamedTuple):
@@ -250,7 +252,7 @@ def measure_group(cmds: list[list[str]], logs: list[Path] | None = None, cwd: Pa
         start = time.perf_counter()
         procs = [subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=f)
                  for cmd, f in zip(cmds, files)]
-        done: dict[int, tuple[float, int, int]] = {}  # index -> (seconds, rss, exit code)
+        done: dict[int, tuple[float, int, int, float]] = {}  # index -> (secs, rss, exit, cpu)
         while len(done) < len(procs):
             for i, proc in enumerate(procs):
                 if i in done:
@@ -259,8 +261,8 @@ def measure_group(cmds: list[list[str]], logs: list[Path] | None = None, cwd: Pa
                 if pid:
                     proc.returncode = os.waitstatus_to_exitcode(status)
                     done[i] = (time.perf_counter() - start, usage.ru_maxrss * 1024,
-                               proc.returncode)
-            failed = any(code != 0 for _, _, code in done.values())
+                               proc.returncode, usage.ru_utime + usage.ru_stime)
+            failed = any(code != 0 for _, _, code, _ in done.values())
             if len(done) < len(procs) and (failed or time.perf_counter() - start > timeout):
                 for i, proc in enumerate(procs):
                     if i not in done:
@@ -271,7 +273,8 @@ def measure_group(cmds: list[list[str]], logs: list[Path] | None = None, cwd: Pa
         children = []
         for i, f in enumerate(files):
             f.seek(0)
-            children.append(Child(*done[i], f.read().decode(errors="replace")))
+            secs_i, rss, code, cpu = done[i]
+            children.append(Child(secs_i, rss, code, f.read().decode(errors="replace"), cpu))
         return Group(secs, children)
     finally:
         for f in files:
