@@ -13,6 +13,8 @@ Sub-benchmarks (all by default, or pick some):
   --files   the same 4 partitions as JSONL files (`PROTOSESSIONS_INPUT`, one
             path a line), sinks /dev/null: 1 process vs 2 processes; then,
             to check the sessions, the same runs once more writing a file.
+  --split   (extra, only when asked) `protosessions run` on the hits as 1, 4
+            and 8 partition files: the merge's cost without Kafka.
   --ahead   4 partition files where partition 0's hits are shifted `--ahead-by`
             (1h) later in `server_received_time`: its reader runs ahead of the
             merge, so its hits wait. `protosessions run` with `--max-held-hits`
@@ -422,6 +424,35 @@ def bench_ahead(args, hits: Path, n: int, cache: Path, verdicts: Verdicts,
     print(flush=True)
 
 
+def bench_split(args, hits: Path, n: int, cache: Path, verdicts: Verdicts,
+                rates: Rates) -> None:
+    """`protosessions run` on the hits as 1, 4 and 8 partition files: the merge's
+    own cost, without Kafka's consumer per partition."""
+    py = sys.executable
+    base = Path(args.dir) / f"merge_{hits.stem}"
+    inputs = {1: [hits], 4: split(hits, 4, base / "p4"), 8: split(hits, 8, base / "p8")}
+    print(f"\n== split: `protosessions run --input P0 [--input P1 ..] --output /dev/null "
+          f"--dead-letter /dev/null`, the hits as 1, 4 and 8 partition files ({base})")
+    print(HEAD, flush=True)
+    for r in range(args.rounds):
+        for k in ((1, 4, 8) if r % 2 == 0 else (8, 4, 1)):
+            cmd = [py, "-m", "protosessions.cli", "run",
+                   *[a for p in inputs[k] for a in ("--input", str(p))],
+                   "--output", "/dev/null", "--dead-letter", "/dev/null", *args.run_args]
+            c = measure(cmd, OUT / f"merge_split{k}.stderr", env=child_env(cache))
+            check(" ".join(cmd), [c])
+            name = f"{k} file{'s' * (k > 1)}, 1 process"
+            m = re.search(r"(\d+) sessions", summary(c.stderr))
+            print(row(rates, name, n, c.seconds, [c], int(m.group(1)) if m else 0, "-",
+                      "(count from the summary line)"), flush=True)
+            if args.verbose:
+                print(f"{'':34} {summary(c.stderr)}", flush=True)
+    print(f"ratios over {args.rounds} round(s):")
+    print(ratio_line(rates, "4 files / 1 file", "4 files, 1 process", "1 file, 1 process"))
+    print(ratio_line(rates, "8 files / 1 file", "8 files, 1 process", "1 file, 1 process"))
+    print(flush=True)
+
+
 # -- main ---------------------------------------------------------------------------------
 
 def main() -> None:
@@ -435,6 +466,8 @@ def main() -> None:
     ap.add_argument("--procs", action="store_true", help="sub-benchmark 2")
     ap.add_argument("--files", action="store_true", help="sub-benchmark 3")
     ap.add_argument("--ahead", action="store_true", help="sub-benchmark 4")
+    ap.add_argument("--split", action="store_true",
+                    help="extra, not in the default set: 1 vs 4 vs 8 partition files, 1 process")
     ap.add_argument("--old", default="/work/wt-old",
                     help="checkout of the code before the merge ('' to skip its runs)")
     ap.add_argument("--rounds", type=int, default=1,
@@ -450,7 +483,7 @@ def main() -> None:
     ap.add_argument("--dir", default=str(OUT), help="hits file cache")
     ap.add_argument("run_args", nargs="*", help="extra `protosessions run` flags, after --")
     args = ap.parse_args()
-    if not (args.kafka or args.procs or args.files or args.ahead):
+    if not (args.kafka or args.procs or args.files or args.ahead or args.split):
         args.kafka = args.procs = args.files = args.ahead = True
     kafka = args.kafka or args.procs
     if kafka and not args.brokers and not args.start_broker:
@@ -497,6 +530,8 @@ def main() -> None:
         bench_files(args, parts4, n, cache, verdicts, rates)
     if args.ahead:
         bench_ahead(args, hits, n, cache, verdicts, rates)
+    if args.split:
+        bench_split(args, hits, n, cache, verdicts, rates)
 
     print(f"{datetime.now(timezone.utc):%H:%M:%S} sessions per partitioning "
           f"(count, ids hash, first run):")
