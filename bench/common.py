@@ -109,10 +109,12 @@ def create_topics(brokers: str, names: list[str], partitions: int = 1,
 
 def produce(brokers: str, topic: str, lines: Iterable[bytes],
             what: str | None = None,
-            key_of: Callable[[bytes], bytes] | None = None) -> tuple[int, float]:
+            key_of: Callable[[bytes], bytes] | None = None,
+            partition_of: Callable[[bytes], int] | None = None) -> tuple[int, float]:
     """Each non-empty line (trailing newline stripped) as one record, keyed by
     `key_of(line)`, else with no key (librdkafka's sticky partitioner spreads
-    them); waits until every record is
+    them), to partition `partition_of(line)` if given (else the partitioner
+    picks it from the key); waits until every record is
     delivered and exits with an error if one is not. Returns (count, seconds).
     `what` names the records in that error ("to TOPIC" by default)."""
     from confluent_kafka import Producer
@@ -134,8 +136,12 @@ def produce(brokers: str, topic: str, lines: Iterable[bytes],
             continue
         while True:
             try:
-                p.produce(topic, value=line, key=key_of(line) if key_of else None,
-                          on_delivery=on_delivery)
+                if partition_of is None:
+                    p.produce(topic, value=line, key=key_of(line) if key_of else None,
+                              on_delivery=on_delivery)
+                else:
+                    p.produce(topic, value=line, key=key_of(line) if key_of else None,
+                              partition=partition_of(line), on_delivery=on_delivery)
                 break
             except BufferError:
                 p.poll(0.05)
@@ -150,10 +156,11 @@ def produce(brokers: str, topic: str, lines: Iterable[bytes],
 
 
 def produce_file(brokers: str, topic: str, path: Path, what: str | None = None,
-                 key_of: Callable[[bytes], bytes] | None = None) -> tuple[int, float]:
+                 key_of: Callable[[bytes], bytes] | None = None,
+                 partition_of: Callable[[bytes], int] | None = None) -> tuple[int, float]:
     """`produce` every line of the file at `path`."""
     with path.open("rb") as f:
-        return produce(brokers, topic, f, what, key_of)
+        return produce(brokers, topic, f, what, key_of, partition_of)
 
 
 def end_offsets(brokers: str, topic: str) -> int:
@@ -170,6 +177,37 @@ def end_offsets(brokers: str, topic: str) -> int:
         c.close()
 
 
+def topic_values(brokers: str, topic: str) -> Iterator[bytes]:
+    """Every record value of `topic`, each partition read from its beginning to
+    the end offset it has when this is called (fresh topics, no transactions)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": brokers, "group.id": "bench-" + uuid.uuid4().hex,
+                  "enable.auto.commit": False, "enable.partition.eof": False})
+    try:
+        md = c.list_topics(topic, timeout=10).topics[topic]
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in md.partitions}
+        left = {p: end for p, end in ends.items() if end > 0}
+        if not left:
+            return
+        c.assign([TopicPartition(topic, p, 0) for p in left])
+        deadline = time.monotonic() + 600
+        while left:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"reading {topic}: timed out with partitions {left} unread")
+            for msg in c.consume(10_000, 1.0):
+                if msg.error() is not None:
+                    raise SystemExit(f"reading {topic}: {msg.error()}")
+                p = msg.partition()
+                if p in left:
+                    yield msg.value() or b""
+                    if msg.offset() + 1 >= left[p]:
+                        del left[p]
+    finally:
+        c.close()
+
+
 # -- children -----------------------------------------------------------------------------
 
 class Child(NamedTuple):
@@ -177,17 +215,19 @@ class Child(NamedTuple):
     peak_rss: int  # bytes (os.wait4's ru_maxrss, KiB on Linux, * 1024)
     exit_code: int
     stderr: str
-    cpu_seconds: float  # user + system time: steadier than wall time on a busy machine
+    cpu: float = 0.0  # user + system seconds of the child (os.wait4's rusage): steadier than
+    # wall time on a busy machine
 
 
-def measure(cmd: list[str], log: Path | None = None, cwd: Path = ROOT) -> Child:
+def measure(cmd: list[str], log: Path | None = None, cwd: Path | str = ROOT,
+            env: dict[str, str] | None = None) -> Child:
     """Run `cmd` in `cwd` (the checkout's root; another tree runs that tree's
-    `python -m flows.cli`) to its end, stdout discarded and stderr
+    CLI module) to its end, stdout discarded and stderr
     written to `log` (or a temporary file); its wall seconds, peak RSS, exit
     code, stderr and CPU seconds. The caller decides what a non-zero exit means."""
     with (log.open("w+b") if log is not None else tempfile.TemporaryFile()) as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         secs = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -195,3 +235,49 @@ def measure(cmd: list[str], log: Path | None = None, cwd: Path = ROOT) -> Child:
         text = err.read().decode(errors="replace")
     return Child(secs, usage.ru_maxrss * 1024, proc.returncode, text,
                  usage.ru_utime + usage.ru_stime)
+
+
+class Group(NamedTuple):
+    seconds: float  # wall time, first start to last exit
+    children: list[Child]  # each child's own wall time, peak RSS, exit code, stderr
+
+
+def measure_group(cmds: list[list[str]], logs: list[Path] | None = None, cwd: Path | str = ROOT,
+                  env: dict[str, str] | None = None, timeout: float = 3600) -> Group:
+    """`measure` for processes that run together (the processes of one cluster):
+    all started at once, waited for (os.wait4 each, for its peak RSS). If one
+    fails or `timeout` passes, the others are killed; the caller decides what
+    a non-zero exit means."""
+    files = [(log.open("w+b") if log is not None else tempfile.TemporaryFile())
+             for log in (logs or [None] * len(cmds))]
+    try:
+        start = time.perf_counter()
+        procs = [subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=f)
+                 for cmd, f in zip(cmds, files)]
+        done: dict[int, tuple[float, int, int, float]] = {}  # index -> (secs, rss, exit, cpu)
+        while len(done) < len(procs):
+            for i, proc in enumerate(procs):
+                if i in done:
+                    continue
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    done[i] = (time.perf_counter() - start, usage.ru_maxrss * 1024,
+                               proc.returncode, usage.ru_utime + usage.ru_stime)
+            failed = any(code != 0 for _, _, code, _ in done.values())
+            if len(done) < len(procs) and (failed or time.perf_counter() - start > timeout):
+                for i, proc in enumerate(procs):
+                    if i not in done:
+                        proc.kill()  # the children this call started, by their own pid
+                continue
+            time.sleep(0.02)
+        secs = time.perf_counter() - start
+        children = []
+        for i, f in enumerate(files):
+            f.seek(0)
+            secs_i, rss, code, cpu = done[i]
+            children.append(Child(secs_i, rss, code, f.read().decode(errors="replace"), cpu))
+        return Group(secs, children)
+    finally:
+        for f in files:
+            f.close()

@@ -74,7 +74,7 @@ def main() -> None:
             summary = child.stderr.strip().splitlines()[-1]
             rates[name].append(float(SUMMARY_RATE.search(summary).group(1)))
             walls[name].append(child.seconds)
-            cpus[name].append(child.cpu_seconds)
+            cpus[name].append(child.cpu)
             out_bytes[name] = out.stat().st_size
 
     print(f"input: {hits.name}, {args.hits} hits, {hits.stat().st_size / args.hits:.0f} bytes/hit;"
