@@ -295,7 +295,8 @@ def bench_kafka(args, brokers: str, topics: dict[int, str], n: int, cache: Path,
             out = f"{topics[parts]}.{code}.r{r}"
             create_topics(brokers, [out + ".sessions", out + ".dead"], 1)
             old = Path(args.old) if code == "old" else None
-            cmd = [py, "-m", "protosessions.cli", "run", "--kafka-brokers", brokers,
+            cli = "protosessions.cli" if old else "flows.cli"  # the old code's CLI module
+            cmd = [py, "-m", cli, "run", "--kafka-brokers", brokers,
                    "--hits-topic", topics[parts], "--sessions-topic", out + ".sessions",
                    "--dead-letter-topic", out + ".dead", "--until-end", *args.run_args]
             c = measure(cmd, OUT / f"merge_kafka_{code}{parts}.stderr", cwd=old or ROOT,
@@ -334,7 +335,7 @@ def bench_kafka(args, brokers: str, topics: dict[int, str], n: int, cache: Path,
 def bench_procs(args, brokers: str, topic: str, n: int, cache: Path, verdicts: Verdicts,
                 rates: Rates) -> None:
     print(f"\n== processes: `python -m bytewax.run flows.sessions:flow -w 1 [-i I -a ADDRS]`, "
-          f"the 4-partition topic, PROTOSESSIONS_UNTIL_END=true")
+          "the 4-partition topic, PROTOSESSIONS_UNTIL_END=true")
     print(HEAD.replace("peak RSS MB", "peak RSS MB/proc"), flush=True)
     for r in range(args.rounds):
         for procs in ((1, 2) if r % 2 == 0 else (2, 1)):
@@ -408,8 +409,8 @@ def bench_ahead(args, hits: Path, n: int, cache: Path, verdicts: Verdicts,
     for r in range(args.rounds):
         for limit in (limits if r % 2 == 0 else limits[::-1]):
             dest = OUT / f"merge_ahead_{limit}.sessions.jsonl"
-            cmd = [py, "-m", "protosessions.cli", "run", *[a for p in parts for a in
-                                                          ("--input", str(p))],
+            cmd = [py, "-m", "flows.cli", "run", *[a for p in parts for a in
+                                                  ("--input", str(p))],
                    "--output", str(dest), "--dead-letter", "/dev/null",
                    "--max-held-hits", str(limit), *args.run_args]
             c = measure(cmd, OUT / f"merge_ahead_{limit}.stderr", env=child_env(cache))
@@ -436,7 +437,7 @@ def bench_split(args, hits: Path, n: int, cache: Path, verdicts: Verdicts,
     print(HEAD, flush=True)
     for r in range(args.rounds):
         for k in ((1, 4, 8) if r % 2 == 0 else (8, 4, 1)):
-            cmd = [py, "-m", "protosessions.cli", "run",
+            cmd = [py, "-m", "flows.cli", "run",
                    *[a for p in inputs[k] for a in ("--input", str(p))],
                    "--output", "/dev/null", "--dead-letter", "/dev/null", *args.run_args]
             c = measure(cmd, OUT / f"merge_split{k}.stderr", env=child_env(cache))
