@@ -334,7 +334,7 @@ def bench_kafka(args, brokers: str, topics: dict[int, str], n: int, cache: Path,
 
 def bench_procs(args, brokers: str, topic: str, n: int, cache: Path, verdicts: Verdicts,
                 rates: Rates) -> None:
-    print(f"\n== processes: `python -m bytewax.run flows.sessions:flow -w 1 [-i I -a ADDRS]`, "
+    print("\n== processes: `python -m bytewax.run flows.sessions:flow -w 1 [-i I -a ADDRS]`, "
           "the 4-partition topic, PROTOSESSIONS_UNTIL_END=true")
     print(HEAD.replace("peak RSS MB", "peak RSS MB/proc"), flush=True)
     for r in range(args.rounds):
