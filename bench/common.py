@@ -48,6 +48,17 @@ def add_broker_args(ap: argparse.ArgumentParser, port: int,
                     help=f"start scripts/kafka.sh on port {port}, stop it at the end")
 
 
+def kafka_bench_parser(doc: str | None, port: int) -> argparse.ArgumentParser:
+    """The flags every Kafka benchmark takes: the broker, and the generated
+    hits (`--hits`, `--clients`, `--seed`, as `hits_file` makes them)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_broker_args(ap, port)
+    ap.add_argument("--hits", type=int, default=1_000_000)
+    ap.add_argument("--clients", type=int, default=50_000)
+    ap.add_argument("--seed", type=int, default=1)
+    return ap
+
+
 def require_broker(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if not args.brokers and not args.start_broker:
         ap.error("give --brokers HOST:PORT or --start-broker")

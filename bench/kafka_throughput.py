@@ -16,13 +16,12 @@ Kafka) and, for (a), closing every open session at the end of input.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 import uuid
 from pathlib import Path
 
-from common import (HERE, OUT, add_broker_args, create_topics, end_offsets, hits_file, kafka_broker,
+from common import (HERE, OUT, kafka_bench_parser, create_topics, end_offsets, hits_file, kafka_broker,
                     measure, produce_file, require_broker)
 
 BROKER_PORT = 19600
@@ -38,12 +37,7 @@ def run_child(cmd: list[str], log: Path) -> tuple[float, int, str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_broker_args(ap, BROKER_PORT)
-    ap.add_argument("--hits", type=int, default=1_000_000)
-    ap.add_argument("--clients", type=int, default=50_000)
-    ap.add_argument("--seed", type=int, default=1)
+    ap = kafka_bench_parser(__doc__, BROKER_PORT)
     ap.add_argument("--partitions", type=int, default=1, help="of the hits topic (and outputs)")
     ap.add_argument("--workers", type=int, default=1, help="of (a); (b) always has 1")
     ap.add_argument("--rounds", type=int, default=1,

@@ -42,7 +42,6 @@ at the end of input. The machine may be noisy: compare ratios within one run.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import re
@@ -58,7 +57,7 @@ from pathlib import Path
 
 import orjson
 
-from common import (OUT, ROOT, Child, add_broker_args, create_topics, end_offsets, hits_file,
+from common import (OUT, ROOT, Child, kafka_bench_parser, create_topics, end_offsets, hits_file,
                     kafka_broker, measure, measure_group, produce_file, topic_values)
 
 from protosessions.timefmt import format_time_us, parse_time_us
@@ -457,12 +456,7 @@ def bench_split(args, hits: Path, n: int, cache: Path, verdicts: Verdicts,
 # -- main ---------------------------------------------------------------------------------
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_broker_args(ap, BROKER_PORT)
-    ap.add_argument("--hits", type=int, default=1_000_000)
-    ap.add_argument("--clients", type=int, default=50_000)
-    ap.add_argument("--seed", type=int, default=1)
+    ap = kafka_bench_parser(__doc__, BROKER_PORT)
     ap.add_argument("--kafka", action="store_true", help="sub-benchmark 1 (see above)")
     ap.add_argument("--procs", action="store_true", help="sub-benchmark 2")
     ap.add_argument("--files", action="store_true", help="sub-benchmark 3")
