@@ -52,3 +52,31 @@ def test_golden_through_cli(case: str, workers: int, tmp_path) -> None:
     summary = proc.stderr.strip().splitlines()[-1]
     assert f"{expected(case)['duplicates']} duplicates" in summary
     assert f"{len(dls)} dead letters" in summary
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_as_two_processes(case: str, tmp_path) -> None:
+    """Two processes of one cluster (`python -m bytewax.run`, as the pods run
+    it), the case's partitions as `PROTOSESSIONS_INPUT` files: the same sessions."""
+    import os
+    import zlib
+
+    files, _ = input_files(case, tmp_path)
+    out = tmp_path / "sessions.jsonl"
+    env = {**os.environ, "PROTOSESSIONS_INPUT": "\n".join(files), "PROTOSESSIONS_OUTPUT": str(out),
+           "PROTOSESSIONS_DEAD_LETTER": "/dev/null", "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(tmp_path)}
+    args = list(flags(case))
+    while args:  # `--session-duration 150s`, `--no-join-by-user-id`: as variables
+        flag = args.pop(0)
+        name, value = (flag[5:], "false") if flag.startswith("--no-") else (flag[2:], args.pop(0))
+        env["PROTOSESSIONS_" + name.replace("-", "_").upper()] = value
+    base = 26000 + zlib.crc32(case.encode()) % 2000
+    addrs = f"127.0.0.1:{base};127.0.0.1:{base + 1}"
+    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", "flows.sessions:flow",
+                               "-w", "1", "-i", str(i), "-a", addrs], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()[-3000:]
+    assert_sessions(case, sessions_from_lines(out.read_bytes().splitlines()))
