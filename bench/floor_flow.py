@@ -10,16 +10,35 @@ import orjson
 from bytewax.dataflow import Dataflow
 from bytewax.run import cli_main
 
-from flows.files import JsonlSink, JsonlSource
+from flows.files import JsonlSink, JsonlSource, _LinesPartition
+from protosessions.config import Settings
+
+
+class _RawLines(_LinesPartition):
+    """The job's file partition (chunked reads, line split) without its parse:
+    each batch is the raw lines."""
+
+    def next_batch(self) -> list:
+        if self._ended:
+            raise StopIteration()
+        items, self._ended, _ = self.read_raw()
+        return [raw for _, raw, _ in items]
+
+
+class RawJsonlSource(JsonlSource):
+    def build_part(self, step_id: str, for_part: str, resume_state):
+        index = int(for_part.split(":", 1)[0])
+        return _RawLines(self.paths[index], self.settings, index, len(self.paths),
+                         self.batch_size, resume_state)
 
 
 def reserialise(batch: list) -> list:
-    return [("out", orjson.dumps(orjson.loads(raw))) for _, raw in batch]
+    return [("out", orjson.dumps(orjson.loads(raw))) for raw in batch]
 
 
 def build(src: str, dst: str) -> Dataflow:
     flow = Dataflow("floor")
-    raw = op.input("input", flow, JsonlSource(src))
+    raw = op.input("input", flow, RawJsonlSource([src], Settings()))
     op.output("output", op.flat_map_batch("reserialise", raw, reserialise), JsonlSink(dst))
     return flow
 

@@ -69,10 +69,22 @@ def _spread(hits: list, progress: Optional[tuple], shards: int, prefix: str,
             for i in range(shards)]
 
 
+_CACHED_KEYS = 1 << 16  # routing keys remembered per step; then forgotten at once
+
+
 def to_identity(shards: int) -> Callable[[list], list]:
     """Source batches -> identity shard items (by join key)."""
-    def key(h: Hit) -> str:
-        return identity_shard(h, shards)
+    cache: dict[tuple, str] = {}
+
+    def key(h: Hit) -> str:  # = identity_shard(h, shards), remembered by what decides it
+        jk = h.join_key
+        ck = (h.property_id, jk) if jk is not None else (h.property_id, None, h.client_id)
+        k = cache.get(ck)
+        if k is None:
+            if len(cache) >= _CACHED_KEYS:
+                cache.clear()
+            k = cache[ck] = identity_shard(h, shards)
+        return k
 
     def route(batch: list) -> list:
         return [kv for hits, _, progress in batch for kv in _spread(hits, progress, shards, "i", key)]
@@ -81,8 +93,16 @@ def to_identity(shards: int) -> Callable[[list], list]:
 
 def to_sessions(shards: int) -> Callable[[list], list]:
     """Identity output -> session shard items (by `(property_id, ACID)`, now final)."""
-    def key(h: Any) -> str:
-        return session_shard(h, shards)
+    cache: dict[tuple, str] = {}
+
+    def key(h: Any) -> str:  # = session_shard(h, shards), remembered by (property_id, ACID)
+        ck = h.key if h.__class__ is Hit else (h.property_id, h.acid)  # else an Evict
+        k = cache.get(ck)
+        if k is None:
+            if len(cache) >= _CACHED_KEYS:
+                cache.clear()
+            k = cache[ck] = session_shard(h, shards)
+        return k
 
     def route(batch: list) -> list:
         return [kv for _, (hits, progress) in batch

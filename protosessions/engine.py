@@ -17,7 +17,7 @@ from .closer import CollectingCloser, Requeue
 from .config import Settings
 from .hit import DeadLetter, Hit, parse_hit, source_dict
 from .middleware import BY_CLOCK, Context, handler
-from .middlewares import default_chain
+from .middlewares import default_chain, with_append_fast_path
 from .middlewares.close_trigger import CloseTrigger
 from .middlewares.identity import ClaimTable, IdentityJoin
 from .state import ShardState
@@ -98,6 +98,7 @@ class SessionShard:
         clock.advance(self.state.clock)
         self.closer = CollectingCloser(settings.session_hits)
         self.ctx = Context(settings, self.state, clock, self.closer, default_chain(settings))
+        self.ctx.entry = with_append_fast_path(self.ctx)
 
     def on_hits(self, hits: Iterable[Hit]) -> list[tuple[str, bytes]]:
         """Handle hits; returns the sessions they (and the clock) closed."""

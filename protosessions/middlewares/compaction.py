@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..config import Settings
 from ..hit import Hit
 from ..middleware import BaseMiddleware, Context, Next
-from ..state import SessionKey, StoredHit, compress_hits, decompress_hits
+from ..state import ProtoSession, SessionKey, StoredHit, compress_hits, decompress_hits
 
 
 class Compaction(BaseMiddleware):
@@ -23,11 +23,15 @@ class Compaction(BaseMiddleware):
             return
         ps = ctx.sessions.get(hit.key)
         if ps is not None and ps.size > self.threshold:
-            ps.compacted.append(compress_hits(ps.hits))
-            ps.hits = []
-            ps.sealed, ps.sealed_upto = [], 0  # those hits are in the block now
-            ps.size = 0
-            ctx.stats["compactions"] += 1
+            self.compact(ctx, ps)
+
+    def compact(self, ctx: Context, ps: ProtoSession) -> None:
+        """Move the uncompressed hits of `ps` into a compressed block."""
+        ps.compacted.append(compress_hits(ps.hits))
+        ps.hits = []
+        ps.sealed, ps.sealed_upto = [], 0  # those hits are in the block now
+        ps.size = 0
+        ctx.stats["compactions"] += 1
 
     def on_collect(self, ctx: Context, acid: SessionKey) -> list[StoredHit]:
         ps = ctx.sessions.get(acid)
