@@ -27,7 +27,6 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate")
 import bytewax.run  # noqa: E402
 
 from flows.options import OPTIONS, engine_settings, from_env, kafka_config, split_list  # noqa: E402
-from protosessions.units import parse_duration_us  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
