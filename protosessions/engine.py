@@ -62,7 +62,7 @@ class IdentityShard:
     def on_hits(self, hits: Iterable[Hit]) -> list[Hit]:
         """Join a batch; each hit leaves stamped with the clock of this stage
         (the greatest time it has handled), which a restored snapshot carries
-        across a restart even though the parse step keeps no state."""
+        across a restart."""
         hits = sorted(hits, key=BY_CLOCK)
         clock = self.table.clock
         for hit in hits:

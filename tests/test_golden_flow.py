@@ -60,10 +60,12 @@ def test_golden_flow_batch_sizes(case: str, batch_size: int) -> None:
                                   "17_mixed_2000"])
 @pytest.mark.parametrize("extra", [["--tick-interval", "0s"], ["--tick-interval", "17s"],
                                    ["--compaction-threshold", "1"], ["--shards", "1"],
-                                   ["--shards", "997"]])
+                                   ["--shards", "997"], ["--identity-shards", "1"],
+                                   ["--identity-shards", "7"], ["--max-held-hits", "5"]])
 def test_golden_invariant_under_tick_compaction_shards(case: str, extra: list[str]) -> None:
     """SPEC: identical input gives identical sessions whatever the tick
-    interval or compaction threshold (and, here, the shard count)."""
+    interval or compaction threshold (and, here, the shard counts and the
+    memory bound of the merge)."""
     sessions, _, _ = run_case(case, 1, *extra, batch_size=3)
     assert_sessions(case, sessions)
 
