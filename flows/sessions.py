@@ -144,10 +144,20 @@ def __getattr__(name: str) -> Dataflow:
             from .recovery import check_resume, resume_record
             check_resume(store, resume_record(config))
         flow = build_flow(config)
-        stop.install()
-        _report_progress(config)
+        if _launched_by_bytewax():  # not when a test (or a notebook) only builds it
+            stop.install()
+            _report_progress(config)
         return flow
     raise AttributeError(name)
+
+
+def _launched_by_bytewax() -> bool:
+    """Whether this process runs Bytewax's launcher (`python -m bytewax.run`,
+    or `python -m flows.launch`, which runs it as `__main__`)."""
+    import sys
+
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec is not None and spec.name == "bytewax.run"
 
 
 def _report_progress(config: RunConfig) -> None:
