@@ -72,19 +72,35 @@ def _spread(hits: list, progress: Optional[tuple], shards: int, prefix: str,
 _CACHED_KEYS = 1 << 16  # routing keys remembered per step; then forgotten at once
 
 
-def to_identity(shards: int) -> Callable[[list], list]:
-    """Source batches -> identity shard items (by join key)."""
+def _remembered(shard_of: Callable[[Any], str], decided_by: Callable[[Any], tuple]
+                ) -> Callable[[Any], str]:
+    """`shard_of`, remembered by what decides it (a bounded cache: the hash
+    of a key's text costs more than a dict lookup)."""
     cache: dict[tuple, str] = {}
 
-    def key(h: Hit) -> str:  # = identity_shard(h, shards), remembered by what decides it
-        jk = h.join_key
-        ck = (h.property_id, jk) if jk is not None else (h.property_id, None, h.client_id)
+    def key(h: Any) -> str:
+        ck = decided_by(h)
         k = cache.get(ck)
         if k is None:
             if len(cache) >= _CACHED_KEYS:
                 cache.clear()
-            k = cache[ck] = identity_shard(h, shards)
+            k = cache[ck] = shard_of(h)
         return k
+    return key
+
+
+def _join_key_of(h: Hit) -> tuple:
+    jk = h.join_key
+    return (h.property_id, jk) if jk is not None else (h.property_id, None, h.client_id)
+
+
+def _session_key_of(h: Any) -> tuple:
+    return h.key if h.__class__ is Hit else (h.property_id, h.acid)  # else an Evict
+
+
+def to_identity(shards: int) -> Callable[[list], list]:
+    """Source batches -> identity shard items (by join key)."""
+    key = _remembered(lambda h: identity_shard(h, shards), _join_key_of)
 
     def route(batch: list) -> list:
         return [kv for hits, _, progress in batch for kv in _spread(hits, progress, shards, "i", key)]
@@ -93,16 +109,7 @@ def to_identity(shards: int) -> Callable[[list], list]:
 
 def to_sessions(shards: int) -> Callable[[list], list]:
     """Identity output -> session shard items (by `(property_id, ACID)`, now final)."""
-    cache: dict[tuple, str] = {}
-
-    def key(h: Any) -> str:  # = session_shard(h, shards), remembered by (property_id, ACID)
-        ck = h.key if h.__class__ is Hit else (h.property_id, h.acid)  # else an Evict
-        k = cache.get(ck)
-        if k is None:
-            if len(cache) >= _CACHED_KEYS:
-                cache.clear()
-            k = cache[ck] = session_shard(h, shards)
-        return k
+    key = _remembered(lambda h: session_shard(h, shards), _session_key_of)
 
     def route(batch: list) -> list:
         return [kv for _, (hits, progress) in batch

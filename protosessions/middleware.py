@@ -91,19 +91,7 @@ class Context:
             ps.last_t = t
         if hit.clock > ps.seen_clock:
             ps.seen_clock = hit.clock
-        raw = hit.raw
-        if hit.has_acid or raw[-1:] != b"}":
-            raw = with_acid(raw, hit.acid, hit.has_acid)
-        else:  # the common case: append the field to the hit as received
-            raw = raw[:-1] + ps.acid_suffix()
-        ps.hits.append((t, raw, hit.id))
-        ps.metrics.add(t, ps.count, hit.params)
-        ps.count += 1
-        ps.size += len(raw)
-        ps.ids.add(hit.id)
-        ps.client_ids.add(hit.client_id)
-        if hit.user_id:
-            ps.user_ids.add(hit.user_id)
+        append_hit(ps, hit, t)
 
     def collect_all(self, acid: SessionKey) -> list[StoredHit]:
         """Every stored hit of a proto-session, oldest arrival first."""
@@ -148,6 +136,24 @@ class Context:
         """Tell every middleware the clock reached `ts` (closes what expired)."""
         for mw in self.middlewares:
             mw.on_ping(self, ts)
+
+
+def append_hit(ps: ProtoSession, hit: Hit, t: int) -> None:
+    """Add a hit, with its ACID set, to a proto-session's stored hits, ids,
+    clients, users and metrics (its times are the caller's)."""
+    raw = hit.raw
+    if hit.has_acid or raw[-1:] != b"}":
+        raw = with_acid(raw, hit.acid, hit.has_acid)
+    else:  # the common case: append the field to the hit as received
+        raw = raw[:-1] + ps.acid_suffix()
+    ps.hits.append((t, raw, hit.id))
+    ps.metrics.add(t, ps.count, hit.params)
+    ps.count += 1
+    ps.size += len(raw)
+    ps.ids.add(hit.id)
+    ps.client_ids.add(hit.client_id)
+    if hit.user_id:
+        ps.user_ids.add(hit.user_id)
 
 
 def _link(ctx: Context, mw: Middleware, nxt: Next) -> Next:

@@ -6,9 +6,7 @@ from heapq import heappush
 
 from ..config import Settings
 from ..hit import Hit
-from ..middleware import Context, Middleware, Next
-from ..session import with_acid
-from ..state import _suffix
+from ..middleware import Context, Middleware, Next, append_hit
 from .close_trigger import CloseTrigger
 from .compaction import Compaction
 from .dedup import Dedup
@@ -62,19 +60,7 @@ def with_append_fast_path(ctx: Context) -> Next:
             ps.last_t = last = t
         if c > ps.seen_clock:
             ps.seen_clock = c
-        raw = hit.raw
-        if hit.has_acid or raw[-1:] != b"}":
-            raw = with_acid(raw, hit.acid, hit.has_acid)
-        else:
-            raw = raw[:-1] + _suffix(ps.acid)  # = ps.acid_suffix()
-        ps.hits.append((t, raw, hit.id))
-        ps.metrics.add(t, ps.count, hit.params)
-        ps.count += 1
-        ps.size += len(raw)
-        ps.ids.add(hit.id)
-        ps.client_ids.add(hit.client_id)
-        if hit.user_id:
-            ps.user_ids.add(hit.user_id)
+        append_hit(ps, hit, t)
         # Compaction
         if threshold and ps.size > threshold:
             compaction.compact(ctx, ps)
