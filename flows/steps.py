@@ -45,27 +45,34 @@ def dead_letters(key: str | None) -> Callable[[list], list]:
     return rejects
 
 
-def _grouped(hits: Iterable[Any], key: Callable[[Any], str]) -> dict[str, list]:
-    """Hits by routing key, each list in arrival order."""
-    groups: dict[str, list] = {}
-    for h in hits:
-        k = key(h)
-        g = groups.get(k)
-        if g is None:
-            groups[k] = [h]
-        else:
-            g.append(h)
-    return groups
-
-
-def _spread(hits: list, progress: Optional[tuple], shards: int, prefix: str,
+def _spread(parts: Iterable[tuple[list, Optional[tuple]]], shards: int, prefix: str,
             key: Callable[[Any], str]) -> list:
-    """`(shard key, (shard number, hits, progress))` items: hits to their
-    shards, and progress (when there is some) to every shard."""
-    groups = _grouped(hits, key) if shards > 1 else ({prefix + "0": hits} if hits else {})
-    if progress is None:
-        return [(k, (int(k[1:]), hs, None)) for k, hs in groups.items()]
-    return [(prefix + str(i), (i, groups.get(prefix + str(i), []), progress))
+    """`(shard key, (shard number, hits, progresses))` items from a batch of
+    upstream `(hits, progress or None)` parts: each shard's hits in arrival
+    order, and every progress in the batch, in order, to every shard. One
+    item per shard and batch, however many upstream parts spoke: the fan-out
+    of progress costs a shard per batch, not a shard per upstream part."""
+    groups: dict[str, list] = {}
+    progresses: list[tuple] = []
+    single = shards == 1
+    for hits, progress in parts:
+        if progress is not None:
+            progresses.append(progress)
+        if single:
+            if hits:
+                groups.setdefault(prefix + "0", []).extend(hits)
+            continue
+        for h in hits:
+            k = key(h)
+            g = groups.get(k)
+            if g is None:
+                groups[k] = [h]
+            else:
+                g.append(h)
+    if not progresses:
+        return [(k, (int(k[1:]), hs, ())) for k, hs in groups.items()]
+    sent = tuple(progresses)
+    return [(prefix + str(i), (i, groups.get(prefix + str(i), []), sent))
             for i in range(shards)]
 
 
@@ -103,7 +110,7 @@ def to_identity(shards: int) -> Callable[[list], list]:
     key = _remembered(lambda h: identity_shard(h, shards), _join_key_of)
 
     def route(batch: list) -> list:
-        return [kv for hits, _, progress in batch for kv in _spread(hits, progress, shards, "i", key)]
+        return _spread(((hits, progress) for hits, _, progress in batch), shards, "i", key)
     return route
 
 
@@ -112,8 +119,7 @@ def to_sessions(shards: int) -> Callable[[list], list]:
     key = _remembered(lambda h: session_shard(h, shards), _session_key_of)
 
     def route(batch: list) -> list:
-        return [kv for _, (hits, progress) in batch
-                for kv in _spread(hits, progress, shards, "s", key)]
+        return _spread((v for _, v in batch), shards, "s", key)
     return route
 
 
@@ -129,16 +135,16 @@ class _Merging:
         backlog.add(len(self.buffer), -1)
 
     def take(self, values: list) -> tuple[list, bool]:
-        """Buffer the items `(shard number, hits, progress)`; the hits now
+        """Buffer the items `(shard number, hits, progresses)`; the hits now
         ready, in key order, and whether any progress came."""
         buffer, marks = self.buffer, self.marks
         held = len(buffer)
         moved = False
-        for index, hits, progress in values:
+        for index, hits, progresses in values:
             self.index = index
             if hits:
                 buffer.add(hits)
-            if progress is not None:
+            for progress in progresses:
                 marks.update(progress)
                 moved = True
         w = marks.watermark()

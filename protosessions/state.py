@@ -8,11 +8,12 @@ buckets that still name an open proto-session.
 from __future__ import annotations
 
 import pickle
+import threading
 from functools import lru_cache
-import zlib
 from typing import Iterator
 
 import orjson
+import zstandard
 
 from .session_metrics import SessionMetrics
 from .wheel import TimingWheel
@@ -22,8 +23,8 @@ SessionKey = tuple  # (property_id, acid)
 # close name the session (and a restore rebuild `ids`) without parsing hits.
 StoredHit = tuple
 
-SNAPSHOT_VERSION = 6  # 2: hits carry their ACID; 3-5: compressed parts written once;
-# 6: stored hits carry their id, proto-sessions their metrics, no first_id
+SNAPSHOT_VERSION = 7  # 2: hits carry their ACID; 3-5: compressed parts written once;
+# 6: stored hits carry their id, proto-sessions their metrics, no first_id; 7: zstd, not zlib
 
 
 class ProtoSession:
@@ -124,12 +125,26 @@ def _suffix(acid: str) -> bytes:
     return b',"authoritative_client_id":' + orjson.dumps(acid) + b"}"
 
 
+class _Codec(threading.local):
+    """Zstandard level 1, one (de)compressor per thread (Bytewax runs a
+    process's workers as threads, and a zstd context is not thread-safe).
+    Against zlib level 1 on 64 KiB of hits: about 5x faster to compress, 4x
+    to decompress, and smaller (bench: `python bench/compaction.py`)."""
+
+    def __init__(self) -> None:
+        self.compress = zstandard.ZstdCompressor(level=1).compress
+        self.decompress = zstandard.ZstdDecompressor().decompress
+
+
+_codec = _Codec()
+
+
 def compress_hits(hits: list[StoredHit]) -> bytes:
-    return zlib.compress(pickle.dumps(hits, protocol=5), 1)
+    return _codec.compress(pickle.dumps(hits, protocol=5))
 
 
 def decompress_hits(blob: bytes) -> list[StoredHit]:
-    return pickle.loads(zlib.decompress(blob))
+    return pickle.loads(_codec.decompress(blob))
 
 
 class ShardState:

@@ -270,7 +270,7 @@ def test_a_corrupted_snapshot_is_one_line_naming_the_file(files, store) -> None:
 
 def test_a_damaged_session_blob_is_found_and_named(tmp_path) -> None:
     """A snapshot that unpickles but holds a broken compressed chunk (a bare
-    `zlib.error` at resume) is found by the post-mortem check."""
+    `zstd.ZstdError` at resume) is found by the post-mortem check."""
     import pickle
     import sqlite3
 
@@ -289,8 +289,8 @@ def test_a_damaged_session_blob_is_found_and_named(tmp_path) -> None:
 
     snap = (shard.snapshot(), (Watermark().snapshot(), (), 0))  # as the session step keeps it
     blob = pickle.dumps(snap)
-    chunk = next(b for b in _bytes_in(snap) if b[:1] == b"x")  # a zlib stream
-    broken = blob.replace(chunk, chunk[:2] + bytes(len(chunk) - 2))
+    chunk = next(b for b in _bytes_in(snap) if b[:4] == b"\x28\xb5\x2f\xfd")  # a zstd frame
+    broken = blob.replace(chunk, chunk[:6] + bytes(len(chunk) - 6))
     init_db_dir(tmp_path, 2)
     with sqlite3.connect(tmp_path / "part-1.sqlite3") as db:
         db.execute("INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) VALUES (?,?,?,?)",
