@@ -139,12 +139,19 @@ def __getattr__(name: str) -> Dataflow:
         except KafkaUnavailable as e:
             print(f"flows.sessions:flow: {e}", file=sys.stderr)
             raise SystemExit(2) from None
-        store = os.environ.get("BYTEWAX_RECOVERY_DIRECTORY")
+        launched = _launched_by_bytewax()
+        store = _launcher_store() if launched else os.environ.get("BYTEWAX_RECOVERY_DIRECTORY")
         if store:  # as `protosessions run` does: a resume must not change these
-            from .recovery import check_resume, resume_record
-            check_resume(store, resume_record(config))
-        flow = build_flow(config)
-        if _launched_by_bytewax():  # not when a test (or a notebook) only builds it
+            from .recovery import RecoveryError, check_resume, resume_record
+            try:
+                check_resume(store, resume_record(config))
+            except RecoveryError as e:
+                print(f"flows.sessions:flow: {e}", file=sys.stderr)
+                raise SystemExit(2) from None
+        # Without a recovery store Bytewax still asks every step for a snapshot
+        # each epoch, only to drop it: building none saves that work.
+        flow = build_flow(config, snapshots=bool(store) or not launched)
+        if launched:  # not when a test (or a notebook) only builds it
             stop.install()
             _report_progress(config)
         return flow
@@ -158,6 +165,19 @@ def _launched_by_bytewax() -> bool:
 
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     return spec is not None and spec.name == "bytewax.run"
+
+
+def _launcher_store() -> str | None:
+    """The recovery store Bytewax's launcher runs with (`-r` or
+    `BYTEWAX_RECOVERY_DIRECTORY`): it has parsed its arguments into its
+    `kwargs` before it imports the flow."""
+    import sys
+
+    kwargs = getattr(sys.modules.get("__main__"), "kwargs", None)
+    if not isinstance(kwargs, dict):
+        return os.environ.get("BYTEWAX_RECOVERY_DIRECTORY")
+    rc = kwargs.get("recovery_config")
+    return str(rc.db_dir) if rc is not None else None
 
 
 def _report_progress(config: RunConfig) -> None:

@@ -16,7 +16,7 @@ from protosessions import stats
 from protosessions.clock import Clock, WallFollowingClock
 from protosessions.config import Settings
 from protosessions.engine import IdentityShard, SessionShard, identity_shard, session_shard
-from protosessions.hit import Hit
+from protosessions.hit import Hit, HitBatch
 from protosessions.merge import END, MergeBuffer, Watermark
 from protosessions.middlewares.identity import ClaimTable
 from protosessions.state import ShardState
@@ -60,22 +60,23 @@ def _spread(parts: Iterable[tuple[list, Optional[tuple]]], shards: int, prefix: 
             progresses.append(progress)
         if single:
             if hits:
-                groups.setdefault(prefix + "0", []).extend(hits)
+                groups.setdefault(prefix + "0", HitBatch()).extend(hits)
             continue
         for h in hits:
             k = key(h)
             g = groups.get(k)
             if g is None:
-                groups[k] = [h]
+                groups[k] = HitBatch((h,))
             else:
                 g.append(h)
     if not progresses:
         return [(k, (int(k[1:]), hs, ())) for k, hs in groups.items()]
     sent = tuple(progresses)
-    return [(prefix + str(i), (i, groups.get(prefix + str(i), []), sent))
+    return [(prefix + str(i), (i, groups.get(prefix + str(i), _NONE), sent))
             for i in range(shards)]
 
 
+_NONE = HitBatch()  # no hits for a shard (never appended to)
 _CACHED_KEYS = 1 << 16  # routing keys remembered per step; then forgotten at once
 
 

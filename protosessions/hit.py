@@ -15,7 +15,7 @@ import msgspec
 import orjson
 
 from .config import Settings
-from .session_metrics import NO_PARAMS, HitParams, hit_params
+from .session_metrics import NO_PARAMS, hit_params
 from .timefmt import parse_time_us
 
 REQUIRED = ("id", "client_id", "property_id", "server_received_time")
@@ -23,51 +23,61 @@ OPTIONAL_STR = ("ip", "host", "method", "path", "body")
 OPTIONAL_MAPS = ("query_params", "headers")
 
 
-class Hit:
+class Hit(msgspec.Struct, array_like=True, eq=False, gc=False):
     """One valid hit. `acid` starts as the hit's own ACID and is rewritten by
-    identity joining. `order` is its place in the time merge of the
-    partitions, `(M, partition, offset)`, and `clock` its `M`: the merge clock
-    at which it is handled (SPEC rule 2), known where the hit is read.
-    `params` is what the session metrics read of it (`session_metrics.hit_params`)."""
+    identity joining (`repoint`); `key` is `(property_id, acid)`, its
+    proto-session. `order` is its place in the time merge of the
+    partitions, `(M, partition, offset)`, and `clock` its `M`: the merge
+    clock at which it is handled (SPEC rule 2), known where the hit is read.
+    `params` is what the session metrics read of it (`session_metrics.hit_params`).
 
-    __slots__ = ("t", "clock", "id", "property_id", "client_id", "_acid",
-                 "user_id", "join_key", "raw", "has_acid", "key", "order", "params")
+    A msgspec Struct: built in C, and a batch of hits crosses processes as
+    one MessagePack value (`HitBatch`), not one pickled object a hit. It
+    holds no other object that could hold it back, so the cyclic GC need
+    not track it (`gc=False`)."""
 
-    def __init__(self, t: int, clock: int, id: str, property_id: str, client_id: str,
-                 acid: str, user_id: str | None, join_key: str | None, raw: bytes,
-                 has_acid: bool = False, order: tuple = (0, 0, 0),
-                 params: HitParams = NO_PARAMS) -> None:
-        self.t = t
-        self.clock = clock
-        self.id = id
-        self.property_id = property_id
-        self.client_id = client_id
-        self._acid = acid
-        self.user_id = user_id
-        self.join_key = join_key
-        self.raw = raw
-        self.has_acid = has_acid  # the raw hit carries `authoritative_client_id`
-        self.key = (property_id, acid)  # `(property_id, acid)`: its proto-session
-        self.order = order
-        self.params = params
+    t: int
+    clock: int
+    id: str
+    property_id: str
+    client_id: str
+    acid: str
+    user_id: str | None
+    join_key: str | None
+    raw: bytes
+    has_acid: bool  # the raw hit carries `authoritative_client_id`
+    key: tuple[str, str]
+    order: tuple[int, int, int] = (0, 0, 0)
+    params: tuple[str, str | None, str | None, str | None, bool] = NO_PARAMS
 
-    @property
-    def acid(self) -> str:
-        return self._acid
-
-    @acid.setter
-    def acid(self, acid: str) -> None:
-        """Re-point the hit (identity joining); keeps `key` in step."""
-        self._acid = acid
+    def repoint(self, acid: str) -> None:
+        """Identity joining: the hit now belongs to `acid`; keeps `key` in step."""
+        self.acid = acid
         self.key = (self.property_id, acid)
 
-    def __reduce__(self):  # compact pickling for exchanges between processes
-        return (Hit, (self.t, self.clock, self.id, self.property_id, self.client_id,
-                      self.acid, self.user_id, self.join_key, self.raw, self.has_acid,
-                      self.order, self.params))
 
-    def __repr__(self) -> str:
-        return f"Hit(id={self.id!r}, acid={self.acid!r}, t={self.t})"
+class HitBatch(list):
+    """A shard's hits of one batch, as the keyed steps send them. Between
+    processes Bytewax pickles every item: this list pickles as one
+    MessagePack value of its hits (msgspec, in C), not a pickled object per
+    hit. A batch holding an `Evict` (strategy `evict`) pickles as a list."""
+
+    __slots__ = ()
+
+    def __reduce__(self):
+        try:
+            return (_unpack_hits, (_pack_hits(self),))
+        except TypeError:
+            return (HitBatch, (list(self),))
+
+
+_pack_hits = msgspec.msgpack.Encoder().encode
+_decode_hits = msgspec.msgpack.Decoder(list[Hit]).decode
+
+
+def _unpack_hits(blob: bytes) -> list[Hit]:
+    """What a pickled `HitBatch` is rebuilt with (a function pickle can name)."""
+    return _decode_hits(blob)
 
 
 class Evict:
@@ -368,9 +378,10 @@ def parse_hit(raw: bytes, settings: Settings, wall_now_us: int | None,
                         stamp = k.ip or None
                     if stamp:
                         jk = "s:" + stamp
-                return Hit(t, clock if clock > t else t, k.id, k.property_id, cid,
-                           aci or cid, uid, jk, raw, aci is not _UNSET,
-                           params=hit_params(qp))
+                acid = aci or cid
+                pid = k.property_id
+                return Hit(t, clock if clock > t else t, k.id, pid, cid, acid, uid, jk, raw,
+                           aci is not _UNSET, (pid, acid), params=hit_params(qp))
     return _parse_checked(raw, settings, wall_now_us, clock)
 
 
@@ -382,7 +393,8 @@ def _parse_checked(raw: bytes, settings: Settings, wall_now_us: int | None,
         return res  # type: ignore[return-value]
     obj, t = res  # type: ignore[misc]
     cid = obj["client_id"]
-    acid = obj.get("authoritative_client_id")
-    return Hit(t, max(clock, t), obj["id"], obj["property_id"], cid, acid or cid,
-               obj.get("user_id") or None, join_key(obj, settings), raw,
-               "authoritative_client_id" in obj, params=hit_params(obj.get("query_params")))
+    acid = obj.get("authoritative_client_id") or cid
+    pid = obj["property_id"]
+    return Hit(t, max(clock, t), obj["id"], pid, cid, acid, obj.get("user_id") or None,
+               join_key(obj, settings), raw, "authoritative_client_id" in obj, (pid, acid),
+               params=hit_params(obj.get("query_params")))

@@ -42,7 +42,9 @@ def mk(id: str, t: int, cid: str = "c1", prop: str = "P", clock: int | None = No
     raw = orjson.dumps(obj)
     if extra:
         raw = raw[:-1] + b"," + extra + b"}"
-    return Hit(t, t if clock is None else clock, id, prop, cid, acid or cid, user_id, join_key, raw)
+    acid = acid or cid
+    return Hit(t, t if clock is None else clock, id, prop, cid, acid, user_id, join_key, raw,
+               False, (prop, acid))
 
 
 class Feeder:
@@ -408,7 +410,7 @@ def test_identity_join_middleware_directly() -> None:
 def make_ps(hits: list[Hit], acid: str = "c1") -> tuple[ProtoSession, list]:
     ctx = Context(settings(), ShardState(), Clock(), CollectingCloser(), [])
     for h in hits:
-        h.acid = acid
+        h.repoint(acid)
         ctx.store(h)
     key = ("P", acid)
     return ctx.sessions[key], ctx.collect_all(key)

@@ -345,16 +345,15 @@ def test_the_bytewax_run_entry_point_refuses_a_changed_resume_too(tmp_path, monk
     import flows.sessions
     from bytewax.recovery import init_db_dir
 
-    from flows.recovery import RecoveryError
-
     init_db_dir(tmp_path, 1)
     monkeypatch.setenv("BYTEWAX_RECOVERY_DIRECTORY", str(tmp_path))
     monkeypatch.setenv("PROTOSESSIONS_SHARDS", "64")
     assert flows.sessions.flow is not None
     assert flows.sessions.flow is not None  # the same settings: resumes
     monkeypatch.setenv("PROTOSESSIONS_SHARDS", "32")
-    with pytest.raises(RecoveryError):
+    with pytest.raises(SystemExit) as refused_:  # one line on stderr, exit 2
         flows.sessions.flow
+    assert refused_.value.code == 2
 
 
 def test_output_and_dead_letters_in_one_file_are_refused(files) -> None:

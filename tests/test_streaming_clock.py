@@ -48,7 +48,7 @@ def test_restored_streaming_shard_closes_when_idle(monkeypatch) -> None:
     wall[0] += 31 * S
     closed, _ = logic.on_notify()
     assert closed == []  # restored, the upstream counts as not caught up until it says so
-    logic.on_batch([(0, [], caught_up)])
+    logic.on_batch([(0, [], (caught_up,))])
     closed, _ = logic.on_notify()
     assert closed == []  # the restored clock does not jump by the downtime
     wall[0] += 31 * S  # idle for longer than the session duration

@@ -106,7 +106,7 @@ class IdentityJoin(BaseMiddleware):
             ):
                 if self.evict and claim.owner != hit.acid:
                     self._move(ctx, hit, claim.owner, next)
-                hit.acid = claim.owner
+                hit.repoint(claim.owner)
                 if hit.t > claim.last:
                     claim.last = hit.t
             else:
