@@ -11,6 +11,7 @@ progressed past them (`Watermark`, `MergeBuffer`). No step sees every hit.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from operator import attrgetter
 from typing import Any, Iterable, Sequence
 
@@ -128,40 +129,80 @@ class Watermark:
 
 
 class MergeBuffer:
-    """Hits waiting for the watermark, released in key order."""
+    """Hits waiting for the watermark, released in key order.
 
-    __slots__ = ("pending",)
+    Kept as sorted runs, one a batch added (a batch in order after the last
+    run extends it): a release cuts each run where `M` reaches the
+    watermark. So a hit is sorted once when it arrives and once when it
+    leaves, however many batches it waits for a slower partition, instead
+    of once a batch. Equal keys (an `Evict` and the hit that caused it)
+    keep their arrival order."""
+
+    __slots__ = ("runs", "size")
+
+    MAX_RUNS = 32  # then the runs are merged into one
 
     def __init__(self, pending: list[Hit] | None = None) -> None:
-        self.pending: list[Hit] = pending or []
+        self.runs: list[list[Hit]] = []
+        self.size = 0
+        if pending:
+            self.add(pending)
 
     def __len__(self) -> int:
-        return len(self.pending)
+        return self.size
+
+    @property
+    def pending(self) -> list[Hit]:
+        """Every held hit (for snapshots: a restore sorts them again)."""
+        return [h for run in self.runs for h in run]
 
     def add(self, hits: list[Hit]) -> None:
-        self.pending.extend(hits)
+        run = sorted(hits, key=BY_ORDER)  # runs already in order: near-linear
+        if not run:
+            return
+        runs = self.runs
+        self.size += len(run)
+        if runs and runs[-1][-1].order <= run[0].order:
+            runs[-1].extend(run)
+        elif len(runs) < self.MAX_RUNS:
+            runs.append(run)
+        else:
+            whole = [h for r in runs for h in r]
+            whole.extend(run)
+            whole.sort(key=BY_ORDER)
+            self.runs = [whole]
 
     def release(self, watermark: int) -> list[Hit]:
         """Every hit with `M` below the watermark, in key order. A hit with
         `M` equal to it waits: another partition may still read a hit with
         the same `M` and a lower partition number."""
-        pending = self.pending
-        if not pending:
+        if not self.size:
             return []
-        pending.sort(key=BY_ORDER)  # runs already in order: near-linear
-        if watermark >= END or pending[-1].order[0] < watermark:
-            self.pending = []
-            return pending
-        lo, hi = 0, len(pending)
-        while lo < hi:  # first hit with M >= watermark
-            mid = (lo + hi) // 2
-            if pending[mid].order[0] < watermark:
-                lo = mid + 1
-            else:
-                hi = mid
-        out = pending[:lo]
-        del pending[:lo]
+        parts: list[list[Hit]] = []
+        keep: list[list[Hit]] = []
+        for run in self.runs:
+            if watermark >= END or run[-1].order[0] < watermark:
+                parts.append(run)
+                continue
+            cut = bisect_left(run, watermark, key=_M)  # first hit with M >= watermark
+            if cut:
+                parts.append(run[:cut])
+                del run[:cut]
+            keep.append(run)
+        self.runs = keep
+        if not parts:
+            return []
+        if len(parts) == 1:
+            out = parts[0]
+        else:
+            out = [h for part in parts for h in part]
+            out.sort(key=BY_ORDER)
+        self.size -= len(out)
         return out
+
+
+def _M(h: Hit) -> int:
+    return h.order[0]
 
 
 def merged(partitions: Sequence[Sequence[bytes]], settings: Settings) -> list[bytes]:

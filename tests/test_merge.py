@@ -13,7 +13,7 @@ from flows.backlog import backlog
 from flows.sessions import build_flow
 from flows.sources import ListSource
 from protosessions.config import Settings
-from protosessions.hit import Hit
+from protosessions.hit import Hit, parse_hit
 from protosessions.merge import END, MergeBuffer, PartitionReader, Watermark, merged
 from flows.options import RunConfig
 from protosessions.timefmt import format_time_us
@@ -120,3 +120,28 @@ def test_a_partition_far_ahead_is_paused_within_the_bound() -> None:
     assert bounded == unbounded
     assert peak_unbounded > 2000  # the case does hold partition 0 back
     assert peak_bounded <= 200 + 4 * 20 * 4
+
+
+def test_buffer_runs_release_as_one_stable_sort_would() -> None:
+    """Random batches (in order, out of order, with equal keys), random
+    watermarks, more batches than the buffer keeps runs: each release is
+    what one stable sort of everything held would release."""
+    rnd = random.Random(7)
+    s = Settings()
+    for _ in range(30):
+        buf, reference = MergeBuffer(), []
+        for step in range(80):
+            if rnd.random() < 0.6:
+                hits = [parse_hit(raw(rnd.randrange(10**6), T0 + S), s, None) for _ in range(rnd.randrange(5))]
+                for h in hits:
+                    m = rnd.randrange(50)
+                    h.order = (m, rnd.randrange(3), rnd.randrange(3))  # equal keys happen
+                buf.add(hits)
+                reference.extend(hits)
+            else:
+                w = rnd.choice([rnd.randrange(60), END])
+                reference.sort(key=lambda h: h.order)
+                expect = [h for h in reference if h.order[0] < w]
+                reference = [h for h in reference if h.order[0] >= w]
+                assert buf.release(w) == expect
+                assert len(buf) == len(reference) == len(buf.pending)
