@@ -1,6 +1,7 @@
 """Kafka benchmark floor: a bare Bytewax flow that only copies hits from one
-topic to another, with the same source (`KafkaSource`, here `tail=False`: read
-to the end of the topic, then stop) and the same sink class
+topic to another, with the same source (the job's `HitsSource`, one consumer
+a partition, `tail=False`: read to the end of the topic, then stop; here
+without its parse: each batch is the raw values) and the same sink class
 (`DeliveredKafkaSink`: idempotent, acks=all, flush + delivery check per batch)
 as the real job. Records are written without a key.
 
@@ -19,17 +20,39 @@ import bytewax.operators as op  # noqa: E402
 from bytewax.dataflow import Dataflow  # noqa: E402
 from bytewax.run import cli_main  # noqa: E402
 
-from flows.kafka import DeliveredKafkaSink, hits_source  # noqa: E402
+from flows.kafka import DeliveredKafkaSink  # noqa: E402
+from flows.kafka_source import HitsSource, _Partition  # noqa: E402
+from protosessions.config import Settings  # noqa: E402
+
+
+class _RawPartition(_Partition):
+    """The job's partition reader (consume, partition EOF, offsets) without
+    its parse: each batch is the raw values."""
+
+    def next_batch(self) -> list:
+        if self._ended:
+            raise StopIteration()
+        raws, self._ended, _ = self.read_raw()
+        return [raw for _, raw, _ in raws]
+
+
+class RawHitsSource(HitsSource):
+    def build_part(self, step_id: str, for_part: str, resume_state):
+        config = {**self._client_config(), "group.id": "protosessions-unused",
+                  "enable.auto.commit": False, "enable.partition.eof": True}
+        count = len(self._parts or self.list_parts())
+        return _RawPartition(self.settings, config, self.topic, int(for_part), count,
+                             self.batch_size, self.tail, resume_state)
 
 
 def unkeyed(batch: list) -> list:
-    """Kafka messages -> `(None, value bytes)`, what the sink takes."""
-    return [(None, m.value or b"") for m in batch]
+    """Raw values -> `(None, value bytes)`, what the sink takes."""
+    return [(None, raw) for raw in batch]
 
 
 def build(brokers: str, src: str, dst: str, batch_size: int = 2000) -> Dataflow:
     flow = Dataflow("kafka_copy")
-    msgs = op.input("input", flow, hits_source(brokers, src, {}, batch_size, tail=False))
+    msgs = op.input("input", flow, RawHitsSource(brokers, src, {}, Settings(), batch_size, tail=False))
     op.output("output", op.flat_map_batch("unkeyed", msgs, unkeyed),
               DeliveredKafkaSink(brokers, dst, {}))
     return flow

@@ -17,19 +17,20 @@ Kafka) and, for (a), closing every open session at the end of input.
 from __future__ import annotations
 
 import re
+import statistics
 import sys
 import uuid
 from pathlib import Path
 
-from common import (HERE, OUT, kafka_bench_parser, create_topics, end_offsets, hits_file, kafka_broker,
+from common import (HERE, OUT, ROOT, kafka_bench_parser, create_topics, end_offsets, hits_file, kafka_broker,
                     measure, produce_file, require_broker)
 
 BROKER_PORT = 19600
 
 
-def run_child(cmd: list[str], log: Path) -> tuple[float, int, str]:
+def run_child(cmd: list[str], log: Path, cwd: Path = ROOT) -> tuple[float, int, str]:
     """Wall seconds, peak RSS (bytes) and stderr of one child process."""
-    child = measure(cmd, log)
+    child = measure(cmd, log, cwd=cwd)
     if child.exit_code != 0:
         raise SystemExit(f"failed (exit {child.exit_code}): {' '.join(cmd)}\n"
                          f"{child.stderr[-4000:]}")
@@ -43,6 +44,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1,
                     help="measure a, b, a, b, ... (fresh output topics each time)")
     ap.add_argument("--dir", default=str(OUT), help="hits file cache")
+    ap.add_argument("--base", help="also run (c): (a) from this other checkout (before a change)")
     ap.add_argument("run_args", nargs="*", help="extra `protosessions run` flags, after --")
     args = ap.parse_args()
     require_broker(ap, args)
@@ -66,7 +68,7 @@ def main() -> None:
         print(f"{'run':28} {'hits':>9} {'seconds':>8} {'hits/s':>9} {'peak RSS MB':>12}  output",
               flush=True)
 
-        results: dict[str, list[float]] = {"a": [], "b": []}
+        results: dict[str, list[float]] = {"a": [], "b": [], "c": []}
         for r in range(args.rounds):
             sessions, dead, copy = (f"{tag}.r{r}.sessions", f"{tag}.r{r}.dead", f"{tag}.r{r}.copy")
             # Broker defaults: the largest session here, ~7 MB of JSON, fits the 1 MB
@@ -95,10 +97,24 @@ def main() -> None:
                   f"{'' if copied == n else f' (expected {n}!)'}", flush=True)
             print(f"round {r + 1}: (a)/(b) hits/s ratio {results['a'][-1] / results['b'][-1]:.2f}",
                   flush=True)
+            if args.base:
+                base_sessions = f"{tag}.r{r}.base.sessions"
+                create_topics(brokers, [base_sessions], parts)
+                cmd_c = [a if a != sessions else base_sessions for a in cmd_a]
+                secs, rss, _ = run_child(cmd_c, work / "kafka_c.stderr", Path(args.base))
+                results["c"].append(n / secs)
+                print(f"{'(c) base: protosessions run':28} {n:9d} {secs:8.2f} {n / secs:9.0f} "
+                      f"{rss / 1e6:12.0f}  {end_offsets(brokers, base_sessions)} sessions; "
+                      f"(c)/(b) {results['c'][-1] / results['b'][-1]:.2f}, "
+                      f"(a)/(c) {results['a'][-1] / results['c'][-1]:.2f}", flush=True)
         if args.rounds > 1:
             best_a, best_b = max(results["a"]), max(results["b"])
             print(f"best of {args.rounds}: (a) {best_a:.0f} hits/s, (b) {best_b:.0f} hits/s, "
                   f"ratio {best_a / best_b:.2f}")
+        if results["c"]:
+            med = {k: statistics.median(v) for k, v in results.items()}
+            print(f"medians: (a)/(b) {med['a'] / med['b']:.2f}, (c)/(b) {med['c'] / med['b']:.2f}, "
+                  f"(a)/(c) {med['a'] / med['c']:.2f}")
 
 
 if __name__ == "__main__":

@@ -140,7 +140,9 @@ _codec = _Codec()
 
 
 def compress_hits(hits: list[StoredHit]) -> bytes:
-    return _codec.compress(pickle.dumps(hits, protocol=5))
+    # Copied out: zstandard's result keeps the allocation of the worst-case
+    # size (4-7x the compressed bytes here), which a kept block would pin.
+    return bytes(memoryview(_codec.compress(pickle.dumps(hits, protocol=5))))
 
 
 def decompress_hits(blob: bytes) -> list[StoredHit]:

@@ -53,3 +53,22 @@ def test_each_hit_is_compressed_for_snapshots_once() -> None:
     restored = SessionShard(s, Clock(), shard.snapshot())
     [(_, data)] = restored.close_all()
     assert [h["id"] for h in orjson.loads(data)["hits"]] == ["a", "b", "c"]
+
+
+def test_a_compressed_block_holds_no_more_memory_than_its_bytes() -> None:
+    """Compaction keeps blocks for as long as a proto-session is open: a
+    block must not pin the compressor's worst-case buffer (zstandard's
+    result alone holds several times its compressed size)."""
+    import tracemalloc
+
+    from protosessions.state import compress_hits
+
+    hits = [(i, b'{"id":"%d","path":"/g/collect?x=%d"}' % (i, i) * 20, str(i)) for i in range(300)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        blocks = [compress_hits(hits) for _ in range(20)]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 2 * sum(len(b) for b in blocks) + 20 * 256
