@@ -84,7 +84,7 @@ class _LinesPartition(ReaderPartition):
             size += len(raw) + 1
             if raw[-1:] == b"\r":
                 raw = raw[:-1]
-            if raw.strip():
+            if raw and not raw.isspace():  # not blank (strip() would copy it)
                 out.append((line, raw, (name, line)))
         self._line = line
         self._offset += size

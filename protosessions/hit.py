@@ -27,7 +27,7 @@ class Hit(msgspec.Struct, array_like=True, eq=False, gc=False):
     """One valid hit. `acid` starts as the hit's own ACID and is rewritten by
     identity joining (`repoint`); `key` is `(property_id, acid)`, its
     proto-session. `order` is its place in the time merge of the
-    partitions, `(M, partition, offset)`, and `clock` its `M`: the merge
+    partitions, `(M, partition, offset)` as one integer (`merge.merge_key`), and `clock` its `M`: the merge
     clock at which it is handled (SPEC rule 2), known where the hit is read.
     `params` is what the session metrics read of it (`session_metrics.hit_params`).
 
@@ -47,7 +47,7 @@ class Hit(msgspec.Struct, array_like=True, eq=False, gc=False):
     raw: bytes
     has_acid: bool  # the raw hit carries `authoritative_client_id`
     key: tuple[str, str]
-    order: tuple[int, int, int] = (0, 0, 0)
+    order: int = 0
     params: tuple[str, str | None, str | None, str | None, bool] = NO_PARAMS
 
     def repoint(self, acid: str) -> None:
@@ -87,7 +87,7 @@ class Evict:
     __slots__ = ("property_id", "acid", "owner", "clock", "order")
 
     def __init__(self, property_id: str, acid: str, owner: str, clock: int,
-                 order: tuple = (0, 0, 0)) -> None:
+                 order: int = 0) -> None:
         self.property_id = property_id
         self.acid = acid
         self.owner = owner

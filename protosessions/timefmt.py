@@ -15,7 +15,16 @@ def parse_time_us(text: str) -> int | None:
     """RFC 3339 date-time with offset -> Unix microseconds; None when it lacks a
     time part or an offset, does not parse, or is before 1970 in UTC (SPEC
     `bad_timestamp`) or past year 9999 in UTC (an instant no session could
-    write: it would raise OverflowError when the session closes)."""
+    write: it would raise OverflowError when the session closes).
+
+    Trackers write `YYYY-MM-DDTHH:MM:SS.ffffffZ`, many hits a second: the
+    second of such a text, once parsed in full, is remembered, and the next
+    text of that second only has its six fraction digits read."""
+    if len(text) == 27 and text[26] == "Z" and text[19] == ".":
+        base = _seconds.get(text[:19])
+        frac = text[20:26]
+        if base is not None and frac.isdigit() and frac.isascii():
+            return base + int(frac)
     if "T" not in text and "t" not in text and " " not in text:
         return None
     try:
@@ -25,7 +34,17 @@ def parse_time_us(text: str) -> int | None:
     if dt.tzinfo is None:
         return None
     us = (dt - EPOCH) // _ONE_US
-    return us if 0 <= us <= MAX_US else None
+    if not 0 <= us <= MAX_US:
+        return None
+    if len(text) == 27 and text[26] == "Z" and text[19] == "." and text[20:26].isdigit():
+        if len(_seconds) >= _SECONDS_KEPT:
+            _seconds.clear()
+        _seconds[text[:19]] = us - us % 1_000_000
+    return us
+
+
+_SECONDS_KEPT = 1 << 16
+_seconds: dict[str, int] = {}  # `YYYY-MM-DDTHH:MM:SS` -> its Unix microseconds (UTC)
 
 
 def format_time_us(us: int) -> str:

@@ -222,3 +222,35 @@ def test_split_list_lines_or_commas(text: str, want: tuple) -> None:
     from flows.options import from_env, split_list
     assert split_list(text) == want
     assert from_env({"PROTOSESSIONS_KAFKA_CONFIG": text})["kafka_config"] == want
+
+
+def test_a_remembered_second_parses_as_the_full_parse() -> None:
+    """`parse_time_us` reads only the fraction of a text whose second it has
+    parsed before: on canonical, near-canonical and hostile texts, warm or
+    cold, it answers what `datetime.fromisoformat` alone answers."""
+    import random
+    from datetime import datetime, timedelta, timezone
+
+    from protosessions import timefmt
+
+    def full(text: str) -> int | None:
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        if dt.tzinfo is None or ("T" not in text and "t" not in text and " " not in text):
+            return None
+        us = (dt - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+        return us if 0 <= us <= timefmt.MAX_US else None
+
+    rnd = random.Random(5)
+    seconds = ["2025-01-01T00:00:00", "1970-01-01T00:00:00", "9999-12-31T23:59:59",
+               "2024-02-29T12:34:56", "2025-01-01 00:00:00", "2025-01-01t00:00:00",
+               "1969-12-31T23:59:59", "2025-13-01T00:00:00", "2025-01-01T24:00:00"]
+    fractions = ["000000", "999999", "123456", "12345\uff16", "+12345", "1_2345", " 12345",
+                 "\u00b2\u00b3\u00b9000", "-00001"]
+    texts = [s + "." + f + z for s in seconds for f in fractions for z in ("Z", "z", "+00:00")]
+    for _ in range(3):  # cold, then warm, then shuffled
+        rnd.shuffle(texts)
+        for text in texts:
+            assert timefmt.parse_time_us(text) == full(text), text

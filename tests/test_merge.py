@@ -14,7 +14,8 @@ from flows.sessions import build_flow
 from flows.sources import ListSource
 from protosessions.config import Settings
 from protosessions.hit import Hit, parse_hit
-from protosessions.merge import END, MergeBuffer, PartitionReader, Watermark, merged
+from protosessions.merge import (END, MergeBuffer, PartitionReader, Watermark, key_m, merge_key,
+                                  merged)
 from flows.options import RunConfig
 from protosessions.timefmt import format_time_us
 
@@ -60,7 +61,8 @@ def test_dead_letters_take_no_part() -> None:
     hits, dead = reader.read([(0, raw(1, T0), ("f", 1)), (1, b"{", ("f", 2)),
                               (2, raw(2, T0 - S), ("f", 3))], None)
     assert [d.reason for d in dead] == ["not_json"]
-    assert [h.order for h in hits] == [(T0, 1, 0), (T0, 1, 2)]
+    assert [h.order for h in hits] == [merge_key(T0, 1, 0), merge_key(T0, 1, 2)]
+    assert [key_m(h.order) for h in hits] == [T0, T0]
     assert reader.progress(False) == (1, T0, False, 2, T0)
     assert reader.progress(False) is None  # unchanged: nothing to report
     assert reader.progress(True) == (1, T0, True, 2, T0)
@@ -135,13 +137,21 @@ def test_buffer_runs_release_as_one_stable_sort_would() -> None:
                 hits = [parse_hit(raw(rnd.randrange(10**6), T0 + S), s, None) for _ in range(rnd.randrange(5))]
                 for h in hits:
                     m = rnd.randrange(50)
-                    h.order = (m, rnd.randrange(3), rnd.randrange(3))  # equal keys happen
+                    h.order = merge_key(m, rnd.randrange(3), rnd.randrange(3))  # equal keys happen
                 buf.add(hits)
                 reference.extend(hits)
             else:
                 w = rnd.choice([rnd.randrange(60), END])
                 reference.sort(key=lambda h: h.order)
-                expect = [h for h in reference if h.order[0] < w]
-                reference = [h for h in reference if h.order[0] >= w]
+                expect = [h for h in reference if key_m(h.order) < w]
+                reference = [h for h in reference if key_m(h.order) >= w]
                 assert buf.release(w) == expect
                 assert len(buf) == len(reference) == len(buf.pending)
+
+
+def test_a_merge_key_orders_as_its_tuple() -> None:
+    rnd = random.Random(11)
+    keys = [(rnd.choice([0, 1, T0, END - 1]) + rnd.randrange(3), rnd.randrange(4),
+             rnd.choice([0, 1, 2**63 - 1, rnd.randrange(2**40)])) for _ in range(2000)]
+    assert sorted(keys) == sorted(keys, key=lambda k: merge_key(*k))
+    assert all(key_m(merge_key(*k)) == k[0] for k in keys)
