@@ -27,8 +27,9 @@ class Hit(msgspec.Struct, array_like=True, eq=False, gc=False):
     """One valid hit. `acid` starts as the hit's own ACID and is rewritten by
     identity joining (`repoint`); `key` is `(property_id, acid)`, its
     proto-session. `order` is its place in the time merge of the
-    partitions, `(M, partition, offset)` as one integer (`merge.merge_key`), and `clock` its `M`: the merge
-    clock at which it is handled (SPEC rule 2), known where the hit is read.
+    partitions, `(M, partition, offset)` packed (`merge.merge_key`), and
+    `clock` its `M`: the merge clock at which it is handled (SPEC rule 2),
+    known where the hit is read.
     `params` is what the session metrics read of it (`session_metrics.hit_params`).
 
     A msgspec Struct: built in C, and a batch of hits crosses processes as
@@ -47,7 +48,7 @@ class Hit(msgspec.Struct, array_like=True, eq=False, gc=False):
     raw: bytes
     has_acid: bool  # the raw hit carries `authoritative_client_id`
     key: tuple[str, str]
-    order: int = 0
+    order: bytes = b""
     params: tuple[str, str | None, str | None, str | None, bool] = NO_PARAMS
 
     def repoint(self, acid: str) -> None:
@@ -67,7 +68,7 @@ class HitBatch(list):
     def __reduce__(self):
         try:
             return (_unpack_hits, (_pack_hits(self),))
-        except TypeError:
+        except Exception:  # never fail the exchange: what MessagePack cannot carry, pickle does
             return (HitBatch, (list(self),))
 
 
@@ -87,7 +88,7 @@ class Evict:
     __slots__ = ("property_id", "acid", "owner", "clock", "order")
 
     def __init__(self, property_id: str, acid: str, owner: str, clock: int,
-                 order: int = 0) -> None:
+                 order: bytes = b"") -> None:
         self.property_id = property_id
         self.acid = acid
         self.owner = owner

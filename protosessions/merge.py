@@ -1,6 +1,6 @@
 """The time merge of partitions (SPEC rule 2), computed locally.
 
-Each valid hit gets the key `(M, partition, offset)` (one integer,
+Each valid hit gets the key `(M, partition, offset)` (packed in 20 bytes,
 `merge_key`), `M` being the greatest
 hit time of its partition up to and including it; the merge of the
 partitions is exactly the order of these keys, and the clock when a hit is
@@ -12,6 +12,7 @@ progressed past them (`Watermark`, `MergeBuffer`). No step sees every hit.
 
 from __future__ import annotations
 
+import struct
 from bisect import bisect_left
 from operator import attrgetter
 from typing import Any, Iterable, Sequence
@@ -29,17 +30,24 @@ Progress = tuple
 
 BY_ORDER = attrgetter("order")
 
+# A merge key `(M, partition, offset)` is packed big-endian in 20 bytes, which
+# order as the tuple would (all non-negative; partition < 2**32): compared in
+# C, not tracked by the cyclic GC as a tuple is, and carried in a hit batch's
+# MessagePack value (which takes no integer past 64 bits).
+_KEY = struct.Struct(">QIQ")
+_M_PREFIX = struct.Struct(">Q")
+merge_key = _KEY.pack
 
-def merge_key(m: int, partition: int, offset: int) -> int:
-    """`(M, partition, offset)` as one integer that orders as the tuple
-    would (offset < 2**64, partition < 2**32): it compares and sorts in C,
-    and, unlike a tuple, is not an object the cyclic GC tracks."""
-    return (m << 96) | (partition << 64) | offset
 
-
-def key_m(order: int) -> int:
+def key_m(order: bytes) -> int:
     """The `M` of a merge key."""
-    return order >> 96
+    return _M_PREFIX.unpack_from(order)[0]
+
+
+def _below(watermark: int) -> bytes:
+    """The least merge key whose `M` is `watermark` (`watermark` >= 0): a key
+    sorts before it exactly when its `M` is below the watermark."""
+    return _M_PREFIX.pack(watermark)
 
 
 class PartitionReader:
@@ -62,13 +70,14 @@ class PartitionReader:
         Dead letters take no part in the merge: they never move `M`."""
         settings, index = self.settings, self.index
         m = self.m
+        key = merge_key
         hits: list[Hit] = []
         dead: list[DeadLetter] = []
         for offset, raw, loc in items:
             hit = parse_hit(raw, settings, wall_us, m)
             if hit.__class__ is Hit:
                 m = hit.clock  # type: ignore[union-attr]
-                hit.order = (m << 96) | (index << 64) | offset  # merge_key, inlined
+                hit.order = key(m, index, offset)
                 hits.append(hit)  # type: ignore[arg-type]
             else:
                 dead.append(DeadLetter(hit, raw, source_dict(loc)))  # type: ignore[arg-type]
@@ -189,15 +198,17 @@ class MergeBuffer:
         """Every hit with `M` below the watermark, in key order. A hit with
         `M` equal to it waits: another partition may still read a hit with
         the same `M` and a lower partition number."""
-        if not self.size:
+        if not self.size or watermark <= 0:  # every M is >= 0
             return []
+        everything = watermark >= END
+        below = b"" if everything else _below(watermark)
         parts: list[list[Hit]] = []
         keep: list[list[Hit]] = []
         for run in self.runs:
-            if watermark >= END or run[-1].order >> 96 < watermark:
+            if everything or run[-1].order < below:
                 parts.append(run)
                 continue
-            cut = bisect_left(run, watermark, key=_M)  # first hit with M >= watermark
+            cut = bisect_left(run, below, key=BY_ORDER)  # first hit with M >= watermark
             if cut:
                 parts.append(run[:cut])
                 del run[:cut]
@@ -212,10 +223,6 @@ class MergeBuffer:
             out.sort(key=BY_ORDER)
         self.size -= len(out)
         return out
-
-
-def _M(h: Hit) -> int:
-    return h.order >> 96
 
 
 def merged(partitions: Sequence[Sequence[bytes]], settings: Settings) -> list[bytes]:

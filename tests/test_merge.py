@@ -155,3 +155,25 @@ def test_a_merge_key_orders_as_its_tuple() -> None:
              rnd.choice([0, 1, 2**63 - 1, rnd.randrange(2**40)])) for _ in range(2000)]
     assert sorted(keys) == sorted(keys, key=lambda k: merge_key(*k))
     assert all(key_m(merge_key(*k)) == k[0] for k in keys)
+
+
+def test_a_hit_batch_crosses_processes_whole() -> None:
+    """Between processes a shard's hits travel as one MessagePack value; with
+    an `Evict` among them, as a pickled list. Either way every field of every
+    hit arrives, merge key included."""
+    import pickle
+
+    from protosessions.hit import Evict, HitBatch
+
+    s = Settings()
+    hits, _ = PartitionReader(s, 3, 4).read(
+        [(2**40 + i, raw(i, T0 + i * S, f"c{i}"), None) for i in range(5)], None)
+    hits[1].repoint("owner")
+    fields = [tuple(getattr(h, f) for f in Hit.__struct_fields__) for h in hits]
+    plain = pickle.loads(pickle.dumps(HitBatch(hits)))
+    assert [tuple(getattr(h, f) for f in Hit.__struct_fields__) for h in plain] == fields
+    assert key_m(plain[4].order) == T0 + 4 * S and plain[1].key == ("P", "owner")
+    evict = Evict("P", "c1", "owner", T0, hits[1].order)
+    mixed = pickle.loads(pickle.dumps(HitBatch([evict, *hits])))
+    assert mixed[0].owner == "owner" and mixed[0].order == hits[1].order
+    assert [h.id for h in mixed[1:]] == [h.id for h in hits]
