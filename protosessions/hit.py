@@ -63,13 +63,21 @@ class HitBatch(list):
     MessagePack value of its hits (msgspec, in C), not a pickled object per
     hit. A batch holding an `Evict` (strategy `evict`) pickles as a list."""
 
-    __slots__ = ()
+    __slots__ = ("_packed",)
 
     def __reduce__(self):
+        """Bytewax pickles an item that crosses processes twice (once to
+        size it, once to send it): the value is packed once and kept. A
+        batch is never changed once routed."""
         try:
-            return (_unpack_hits, (_pack_hits(self),))
+            return (_unpack_hits, (self._packed,))
+        except AttributeError:
+            pass
+        try:
+            self._packed = _pack_hits(self)
         except Exception:  # never fail the exchange: what MessagePack cannot carry, pickle does
             return (HitBatch, (list(self),))
+        return (_unpack_hits, (self._packed,))
 
 
 _pack_hits = msgspec.msgpack.Encoder().encode
