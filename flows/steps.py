@@ -24,6 +24,7 @@ from protosessions.timefmt import format_time_us, wall_now_us
 
 from . import metrics, stop
 from .backlog import backlog
+from .placement import shard_keys
 
 log = logging.getLogger("protosessions")
 
@@ -45,56 +46,56 @@ def dead_letters(key: str | None) -> Callable[[list], list]:
     return rejects
 
 
-def _spread(parts: Iterable[tuple[list, Optional[tuple]]], shards: int, prefix: str,
-            key: Callable[[Any], str]) -> list:
-    """`(shard key, (shard number, hits, progresses))` items from a batch of
+def _spread(parts: Iterable[tuple[list, Optional[tuple]]], names: tuple[str, ...],
+            shard: Callable[[Any], int]) -> list:
+    """`(routing key, (shard number, hits, progresses))` items from a batch of
     upstream `(hits, progress or None)` parts: each shard's hits in arrival
     order, and every progress in the batch, in order, to every shard. One
     item per shard and batch, however many upstream parts spoke: the fan-out
-    of progress costs a shard per batch, not a shard per upstream part."""
-    groups: dict[str, list] = {}
+    of progress costs a shard per batch, not a shard per upstream part.
+    `names[i]` is shard `i`'s routing key (`flows.placement`)."""
+    groups: dict[int, list] = {}
     progresses: list[tuple] = []
-    single = shards == 1
+    single = len(names) == 1
     for hits, progress in parts:
         if progress is not None:
             progresses.append(progress)
         if single:
             if hits:
-                groups.setdefault(prefix + "0", HitBatch()).extend(hits)
+                groups.setdefault(0, HitBatch()).extend(hits)
             continue
         for h in hits:
-            k = key(h)
-            g = groups.get(k)
+            i = shard(h)
+            g = groups.get(i)
             if g is None:
-                groups[k] = HitBatch((h,))
+                groups[i] = HitBatch((h,))
             else:
                 g.append(h)
     if not progresses:
-        return [(k, (int(k[1:]), hs, ())) for k, hs in groups.items()]
+        return [(names[i], (i, hs, ())) for i, hs in groups.items()]
     sent = tuple(progresses)
-    return [(prefix + str(i), (i, groups.get(prefix + str(i), _NONE), sent))
-            for i in range(shards)]
+    return [(name, (i, groups.get(i, _NONE), sent)) for i, name in enumerate(names)]
 
 
 _NONE = HitBatch()  # no hits for a shard (never appended to)
-_CACHED_KEYS = 1 << 16  # routing keys remembered per step; then forgotten at once
+_CACHED_KEYS = 1 << 16  # shards remembered per step; then forgotten at once
 
 
-def _remembered(shard_of: Callable[[Any], str], decided_by: Callable[[Any], tuple]
-                ) -> Callable[[Any], str]:
+def _remembered(shard_of: Callable[[Any], int], decided_by: Callable[[Any], tuple]
+                ) -> Callable[[Any], int]:
     """`shard_of`, remembered by what decides it (a bounded cache: the hash
     of a key's text costs more than a dict lookup)."""
-    cache: dict[tuple, str] = {}
+    cache: dict[tuple, int] = {}
 
-    def key(h: Any) -> str:
+    def shard(h: Any) -> int:
         ck = decided_by(h)
-        k = cache.get(ck)
-        if k is None:
+        i = cache.get(ck)
+        if i is None:
             if len(cache) >= _CACHED_KEYS:
                 cache.clear()
-            k = cache[ck] = shard_of(h)
-        return k
-    return key
+            i = cache[ck] = shard_of(h)
+        return i
+    return shard
 
 
 def _join_key_of(h: Hit) -> tuple:
@@ -108,19 +109,21 @@ def _session_key_of(h: Any) -> tuple:
 
 def to_identity(shards: int) -> Callable[[list], list]:
     """Source batches -> identity shard items (by join key)."""
-    key = _remembered(lambda h: identity_shard(h, shards), _join_key_of)
+    shard = _remembered(lambda h: identity_shard(h, shards), _join_key_of)
+    names = shard_keys("i", shards)
 
     def route(batch: list) -> list:
-        return _spread(((hits, progress) for hits, _, progress in batch), shards, "i", key)
+        return _spread(((hits, progress) for hits, _, progress in batch), names, shard)
     return route
 
 
 def to_sessions(shards: int) -> Callable[[list], list]:
     """Identity output -> session shard items (by `(property_id, ACID)`, now final)."""
-    key = _remembered(lambda h: session_shard(h, shards), _session_key_of)
+    shard = _remembered(lambda h: session_shard(h, shards), _session_key_of)
+    names = shard_keys("s", shards)
 
     def route(batch: list) -> list:
-        return _spread((v for _, v in batch), shards, "s", key)
+        return _spread((v for _, v in batch), names, shard)
     return route
 
 

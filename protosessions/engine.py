@@ -29,17 +29,17 @@ def shard_of(text: str, shards: int) -> int:
     return zlib.crc32(text.encode()) % shards
 
 
-def identity_shard(hit: Hit, shards: int) -> str:
-    """Routing key of the identity step: the shard of `(property, join key)`."""
+def identity_shard(hit: Hit, shards: int) -> int:
+    """The identity shard of a hit: the shard of `(property, join key)`."""
     if shards == 1:
-        return "i0"
+        return 0
     jk = hit.join_key  # None: nothing to join, any shard will do; spread by client
-    return "i" + str(shard_of(hit.property_id + "\n" + (jk if jk is not None else hit.client_id), shards))
+    return shard_of(hit.property_id + "\n" + (jk if jk is not None else hit.client_id), shards)
 
 
-def session_shard(hit: Hit, shards: int) -> str:
-    """Routing key of the session step: the shard of `(property_id, ACID)`."""
-    return "s" + str(shard_of(hit.property_id + "\n" + hit.acid, shards))
+def session_shard(hit: Hit, shards: int) -> int:
+    """The session shard of a hit: the shard of `(property_id, ACID)`."""
+    return shard_of(hit.property_id + "\n" + hit.acid, shards)
 
 
 class IdentityShard:
