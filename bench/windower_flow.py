@@ -13,12 +13,15 @@ import orjson
 from bytewax.dataflow import Dataflow
 from bytewax.run import cli_main
 
-from flows.files import JsonlSink, JsonlSource
+from flows.files import JsonlSink
+
+from floor_flow import RawJsonlSource
+from protosessions.config import Settings
 
 
 def parse(batch: list) -> list:
     out = []
-    for _, raw in batch:
+    for raw in batch:
         hit = orjson.loads(raw)
         out.append((hit["client_id"], hit))
     return out
@@ -36,7 +39,7 @@ def to_json(item: tuple) -> tuple:
 
 def build(src: str, dst: str) -> Dataflow:
     flow = Dataflow("windower")
-    raw = op.input("input", flow, JsonlSource(src))
+    raw = op.input("input", flow, RawJsonlSource([src], Settings()))  # raw lines, as the floor
     keyed = op.flat_map_batch("parse", raw, parse)
     clock = win.EventClock(ts, wait_for_system_duration=timedelta(0))
     windows = win.collect_window("sessions", keyed, clock,
