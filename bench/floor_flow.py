@@ -14,15 +14,21 @@ from flows.files import JsonlSink, JsonlSource, _LinesPartition
 from protosessions.config import Settings
 
 
-class _RawLines(_LinesPartition):
-    """The job's file partition (chunked reads, line split) without its parse:
-    each batch is the raw lines."""
+class RawBatches:
+    """For a job's partition reader (`flows.sources.ReaderPartition`): its
+    reads without its parse, each batch the raw values."""
+
+    _ended: bool
 
     def next_batch(self) -> list:
         if self._ended:
             raise StopIteration()
-        items, self._ended, _ = self.read_raw()
+        items, self._ended, _ = self.read_raw()  # type: ignore[attr-defined]
         return [raw for _, raw, _ in items]
+
+
+class _RawLines(RawBatches, _LinesPartition):
+    """The job's file partition (chunked reads, line split), raw lines."""
 
 
 class RawJsonlSource(JsonlSource):

@@ -24,16 +24,11 @@ from flows.kafka import DeliveredKafkaSink  # noqa: E402
 from flows.kafka_source import HitsSource, _Partition  # noqa: E402
 from protosessions.config import Settings  # noqa: E402
 
+from floor_flow import RawBatches  # noqa: E402  (bench/ is on sys.path: run as a script)
 
-class _RawPartition(_Partition):
-    """The job's partition reader (consume, partition EOF, offsets) without
-    its parse: each batch is the raw values."""
 
-    def next_batch(self) -> list:
-        if self._ended:
-            raise StopIteration()
-        raws, self._ended, _ = self.read_raw()
-        return [raw for _, raw, _ in raws]
+class _RawPartition(RawBatches, _Partition):
+    """The job's Kafka partition reader (consume, partition EOF, offsets), raw values."""
 
 
 class RawHitsSource(HitsSource):
