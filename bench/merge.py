@@ -363,7 +363,8 @@ def bench_files(args, parts: list[Path], n: int, cache: Path, verdicts: Verdicts
           f"output and dead letters /dev/null")
     print(HEAD.replace("peak RSS MB", "peak RSS MB/proc"), flush=True)
     for r in range(args.rounds):
-        for procs in ((1, 2) if r % 2 == 0 else (2, 1)):
+        counts = [int(x) for x in args.file_procs.split(",")]
+        for procs in (counts if r % 2 == 0 else counts[::-1]):
             env = child_env(cache, input=inputs, output="/dev/null", dead_letter="/dev/null")
             secs, children = cluster(procs, env, [OUT / f"merge_files{procs}_{i}.stderr"
                                                   for i in range(procs)])
@@ -371,8 +372,11 @@ def bench_files(args, parts: list[Path], n: int, cache: Path, verdicts: Verdicts
             print(row(rates, name, n, secs, children, 0, "-", "(sessions to /dev/null)"),
                   flush=True)
     print(f"ratios over {args.rounds} round(s):")
-    print(ratio_line(rates, f"2 processes / 1 process ({len(parts)} files)",
-                     f"2 processes, {len(parts)} files", f"1 process, {len(parts)} files"))
+    for procs in (int(x) for x in args.file_procs.split(",")):
+        if procs > 1:
+            print(ratio_line(rates, f"{procs} processes / 1 process ({len(parts)} files)",
+                             f"{procs} processes, {len(parts)} files",
+                             f"1 process, {len(parts)} files"))
     if args.no_verify:
         return
     print("the sessions: the same runs writing a file (timed with the write, for the record)",
@@ -460,6 +464,8 @@ def main() -> None:
     ap.add_argument("--kafka", action="store_true", help="sub-benchmark 1 (see above)")
     ap.add_argument("--procs", action="store_true", help="sub-benchmark 2")
     ap.add_argument("--files", action="store_true", help="sub-benchmark 3")
+    ap.add_argument("--file-procs", default="1,2",
+                    help="process counts of --files (1 among them), e.g. 1,2,4")
     ap.add_argument("--ahead", action="store_true", help="sub-benchmark 4")
     ap.add_argument("--split", action="store_true",
                     help="extra, not in the default set: 1 vs 4 vs 8 partition files, 1 process")

@@ -81,6 +81,11 @@ def _check_writable(directory: str, parts: list[str]) -> None:
 
 
 RECORD = "protosessions-resume.json"
+# What the store's state is written in: the session snapshots
+# (`protosessions.state.SNAPSHOT_VERSION`), held hits (`Hit`) and the shards'
+# routing keys (`flows.placement`). A store of another format is refused
+# whole, before Bytewax hands any of it to a step that would misread it.
+STATE_FORMAT = 7
 # What a resume must not change: where data comes from and goes (files are
 # resumed by byte offset), the sharding (it decides which state a key's
 # hits find) and the rules that decide which hits form a session. Tick,
@@ -93,6 +98,7 @@ RECORDED = ("input", "output", "dead_letter", "shards", "identity_shards", "sess
 def resume_record(config: Any) -> dict[str, Any]:
     """The values of `RECORDED` for a run; file paths absolute, Kafka by topic."""
     record = {name: getattr(config, name) for name in RECORDED}
+    record["state_format"] = STATE_FORMAT
     if config.streaming:
         record.update(input="kafka topic " + config.hits_topic, output=None, dead_letter=None)
     else:
@@ -129,6 +135,12 @@ def check_resume(directory: str, record: dict[str, Any]) -> bool:
             raise RecoveryError(f"recovery store {directory} is not writable ({e.strerror}): give the "
                                 "job's user write access to it") from None
         return False
+    if kept.get("state_format") != record.get("state_format", STATE_FORMAT):
+        written = kept.get("state_format")
+        raise RecoveryError(f"recovery store {directory} holds state of format "
+                            f"{written if written is not None else 'older than 7'}, this build "
+                            f"reads format {STATE_FORMAT}: finish it with the build that wrote it, "
+                            "or start afresh with a new recovery directory")
     for name in RECORDED:
         if name in kept and kept[name] != record.get(name):
             flag = "--" + name.replace("_", "-")

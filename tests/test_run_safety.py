@@ -361,3 +361,22 @@ def test_output_and_dead_letters_in_one_file_are_refused(files) -> None:
                    "--dead-letter", str(files["output"]))
     assert refused(proc)
     assert files["output"].read_bytes() == PRECIOUS
+
+
+def test_a_store_of_another_state_format_is_refused(files, store) -> None:
+    """A store written by an earlier build (its record has no `state_format`,
+    or another one) is refused in one line, its files untouched."""
+    import json
+
+    assert run_with_store(files, store).returncode == 0
+    path = store / "protosessions-resume.json"
+    record = json.loads(path.read_text())
+    before = files["output"].read_bytes()
+    for written in (None, 6):
+        if written is None:
+            record.pop("state_format")
+        else:
+            record["state_format"] = written
+        path.write_text(json.dumps(record))
+        assert refused(run_with_store(files, store))
+        assert files["output"].read_bytes() == before
