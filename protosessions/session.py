@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from operator import itemgetter
 from typing import Sequence
 
 import orjson
@@ -84,7 +85,7 @@ def session_json(ps: ProtoSession, hits: list[StoredHit], reason: str,
     is parsed again: the ids are stored beside each hit, the metrics kept
     up to date as hits arrived (`SessionMetrics`)."""
     if len(hits) > 1:
-        hits = sorted(hits, key=_first)
+        hits = sorted(hits, key=_FIRST)
     _, raws, ids = zip(*hits) if hits else ((), (), ())
     head = orjson.dumps({
         "session_id": session_id(ps.property_id, ps.acid, ids),
@@ -97,15 +98,22 @@ def session_json(ps: ProtoSession, hits: list[StoredHit], reason: str,
         "hit_count": len(hits),
         "close_reason": reason,
     })
-    if session_hits == "full":  # hits joined in C: cheaper than a Python loop over them
-        body = b',"hits":[' + b",".join(raws) + b'],"metrics":'
-    elif session_hits == "ids":
+    metrics = orjson.dumps(ps.metrics.result(ps.first_t, ps.last_t))
+    if session_hits == "full" and raws:
+        # One join in C writes the record: the head rides on the first hit and
+        # the tail on the last, so the hits' bytes are copied once (each `+`
+        # of the whole body would copy all of them again).
+        parts = list(raws)
+        parts[0] = head[:-1] + b',"hits":[' + parts[0]
+        parts[-1] = parts[-1] + b'],"metrics":' + metrics + b"}"
+        return b",".join(parts)
+    if session_hits == "ids":
         body = b',"hits":' + orjson.dumps(ids) + b',"metrics":'
+    elif session_hits == "full":
+        body = b',"hits":[],"metrics":'
     else:
         body = b',"metrics":'
-    metrics = orjson.dumps(ps.metrics.result(ps.first_t, ps.last_t))
     return b"".join((head[:-1], body, metrics, b"}"))
 
 
-def _first(h: StoredHit) -> int:
-    return h[0]
+_FIRST = itemgetter(0)  # a stored hit's time; a C-level key, no Python call a hit

@@ -45,3 +45,36 @@ def test_fast_path_only_for_the_default_chain() -> None:
     ctx.middlewares = ctx.middlewares[:1]
     assert isinstance(ctx.middlewares[0], CloseTrigger)
     assert with_append_fast_path(ctx) is ctx.entry
+
+
+def _join(s: Settings, lines: list[bytes], batch: int, fast: bool) -> tuple:
+    """An identity shard on the valid hits of `lines`, in batches of `batch`,
+    ticking between batches: what each hit leaves with, and the claims."""
+    from protosessions.engine import IdentityShard
+    from protosessions.merge import PartitionReader
+
+    hits, _ = PartitionReader(s, 0, 1).read([(i, raw, ("f", i)) for i, raw in enumerate(lines)], None)
+    shard = IdentityShard(s)
+    shard.fast = fast
+    left = []
+    for i in range(0, len(hits), batch):
+        out = shard.on_hits(hits[i:i + batch])
+        left += [(h.id, h.acid, h.key, h.clock) for h in out]
+        shard.tick(hits[i].clock)
+    shard.tick(shard.table.clock + 10 * s.session_duration_us)
+    return left, shard.snapshot(), shard.empty
+
+
+@MANY
+@given(cases(allow_bad=True), st.sampled_from([1, 3, 50]), st.sampled_from([0, 1, 5 * S]))
+def test_identity_batch_loop_equals_the_chain(case, batch: int, tick: int) -> None:
+    s, lines, _ = case
+    s = replace(s, tick_interval_us=tick, eviction_strategy="rewrite")
+    assert _join(s, lines, batch, True) == _join(s, lines, batch, False)
+
+
+def test_identity_batch_loop_only_for_rewrite() -> None:
+    from protosessions.engine import IdentityShard
+
+    assert IdentityShard(Settings()).fast
+    assert not IdentityShard(Settings(eviction_strategy="evict")).fast

@@ -121,6 +121,38 @@ class IdentityJoin(BaseMiddleware):
                 table.wheel.schedule(key, bucket)
         next(hit)
 
+    def join_batch(self, hits: list[Hit], out: list[Hit]) -> None:
+        """`handle` for a batch of hits in clock order, strategy `rewrite`
+        only, each then appended to `out`: the very same claims and
+        rewrites in one loop, without calls through the chain per hit (the
+        identity step's whole work; `tests/test_fast_path.py` holds it to
+        `handle`)."""
+        assert not self.evict
+        claims = self.table.claims
+        schedule = self.table.wheel.schedule
+        duration, lateness, tick = self.duration, self.lateness, self.tick
+        append = out.append
+        for hit in hits:
+            jk = hit.join_key
+            if jk is not None:
+                key = (hit.property_id, jk)
+                t = hit.t
+                claim = claims.get(key)
+                if claim is not None and not (
+                    t - claim.last >= duration or hit.clock - lateness >= claim.last + duration
+                ):
+                    if claim.owner != hit.acid:
+                        hit.repoint(claim.owner)
+                    if t > claim.last:
+                        claim.last = t
+                else:
+                    claim = claims[key] = Claim(hit.acid, t)
+                bucket = (claim.last + duration + lateness) // tick
+                if bucket != claim.bucket:
+                    claim.bucket = bucket
+                    schedule(key, bucket)
+            append(hit)
+
     def _move(self, ctx: Context, hit: Hit, owner: str, next: Next) -> None:
         """Evict: hand the keys of the hit's own ACID to `owner`, and emit an
         `Evict` for its proto-session (a no-op where it has none open)."""
