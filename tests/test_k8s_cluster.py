@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from kafka_support import bootstrap, consume_all, produce, topics
+from recovery_support import last_epoch
 from protosessions.generate import generate_hits
 
 pytestmark = pytest.mark.kafka
@@ -88,12 +89,20 @@ def init_recovery(workdir: Path) -> None:
                     "--partitions", str(parts)], check=True, capture_output=True)
 
 
-def run_cluster(procs: list[tuple[list, dict]], kill_after: float | None = None) -> bool:
+def run_cluster(procs: list[tuple[list, dict]], kill_after: int | None = None,
+                store: Path | None = None) -> bool:
+    """Run the processes to their end; or SIGKILL them all once `store` has
+    `kill_after` more snapshot epochs (a moment set by progress, not by the
+    clock), True if they were all still running then."""
+    start = last_epoch(store) if store is not None else -1
     ps = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                            start_new_session=True) for cmd, env in procs]
     try:
         if kill_after is not None:
-            time.sleep(kill_after)
+            assert store is not None
+            while (all(p.poll() is None for p in ps)
+                   and last_epoch(store) < start + kill_after):
+                time.sleep(0.05)
             if all(p.poll() is None for p in ps):
                 for p in ps:
                     os.killpg(p.pid, signal.SIGKILL)
@@ -140,7 +149,8 @@ def test_statefulset_command_two_processes_then_kill_and_resume(tmp_path) -> Non
         init_recovery(work)
         procs = cluster_cmd_env(n, work, brokers, t)
         if kill:
-            assert run_cluster(procs, kill_after=3.0), "finished before the kill"
+            assert run_cluster(procs, kill_after=2, store=work / "recovery"), \
+                "finished before the kill"
         run_cluster(procs)
         runs[label] = sessions(brokers, t["sessions"])
     assert sum(s["hit_count"] for s in runs["one"].values()) > 140_000

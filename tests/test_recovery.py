@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import orjson
 import pytest
 
 from protosessions.generate import write_hits
+from recovery_support import last_epoch
 
 HITS = 200_000
 
@@ -32,18 +34,21 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "flows.cli", *args]
 
 
-def run_killed(cmd: list[str], after: float) -> bool:
-    """Start `cmd`, SIGKILL it `after` s later; True if it was still running."""
+def run_killed(cmd: list[str], store: Path, epochs: int) -> bool:
+    """Start `cmd` and SIGKILL it once it has snapshotted `epochs` more
+    epochs into `store`: a moment set by its progress, not by the clock, so
+    a faster build is still killed mid-run. True if it was still running."""
+    start = last_epoch(store)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
-    try:
-        proc.wait(after)
+    while proc.poll() is None and last_epoch(store) < start + epochs:
+        time.sleep(0.05)
+    if proc.poll() is not None:
         assert proc.returncode == 0, proc.stderr.read().decode()
         return False
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-        return True
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    return True
 
 
 def run_to_end(cmd: list[str]) -> None:
@@ -81,7 +86,7 @@ def test_file_input_survives_three_sigkills(hits_file, reference, tmp_path) -> N
     cmd = cli("run", "--input", str(hits_file), "--output", str(out), "--dead-letter",
               str(tmp_path / "dead.jsonl"), "--recovery-dir", str(rec), "--snapshot-interval", "1s")
     rng = random.Random(os.getpid())
-    kills = sum(run_killed(cmd, rng.uniform(1.5, 4.0)) for _ in range(3))
+    kills = sum(run_killed(cmd, rec, rng.choice([1, 2])) for _ in range(3))
     assert kills >= 2, "the run finished before it could be killed: make the input larger"
     run_to_end(cmd)
     got = sessions_by_id(file_records(out))
@@ -94,8 +99,8 @@ def test_rescaling_two_workers_then_one_then_three(hits_file, reference, tmp_pat
     run_to_end(cli("recovery", "init", str(rec), "--partitions", "3"))
     base = cli("run", "--input", str(hits_file), "--output", str(out), "--dead-letter",
                str(tmp_path / "dead.jsonl"), "--recovery-dir", str(rec), "--snapshot-interval", "1s")
-    assert run_killed(base + ["--workers", "2"], 3.0)
-    assert run_killed(base + ["--workers", "1"], 3.0)
+    assert run_killed(base + ["--workers", "2"], rec, 2)
+    assert run_killed(base + ["--workers", "1"], rec, 2)
     run_to_end(base + ["--workers", "3"])
     assert sessions_by_id(file_records(out)) == reference
 
@@ -130,7 +135,7 @@ def test_kafka_input_survives_three_sigkills(hits_file, tmp_path) -> None:
               t["sessions"], "--dead-letter-topic", t["dead"], "--until-end",
               "--recovery-dir", str(rec), "--snapshot-interval", "1s")
     rng = random.Random(os.getpid() + 1)
-    kills = sum(run_killed(cmd, rng.uniform(1.5, 3.0)) for _ in range(3))
+    kills = sum(run_killed(cmd, rec, rng.choice([1, 2])) for _ in range(3))
     assert kills >= 2, "the run finished before it could be killed: make the input larger"
     run_to_end(cmd)
     records = [m.value() for m in consume_all(brokers, t["sessions"], idle=3.0, timeout=300)]
