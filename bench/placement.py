@@ -22,48 +22,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import bytewax.operators as op
-from bytewax.dataflow import Dataflow
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from bytewax.testing import TestingSource, cluster_main
-
 from common import hits_file
 
-from flows.placement import shard_keys
+from flows.placement import measured_placement as placement, shard_keys
 from protosessions.config import Settings
 from protosessions.engine import IdentityShard, identity_shard, session_shard
 from protosessions.hit import HitBatch
 from protosessions.merge import PartitionReader
-
-PLACED: dict[str, int] = {}
-
-
-class _Where(StatelessSinkPartition):
-    def __init__(self, worker: int) -> None:
-        self.worker = worker
-
-    def write_batch(self, items: list) -> None:
-        for key in items:
-            PLACED[key] = self.worker
-
-
-class WhereSink(DynamicSink):
-    """Records the worker each item is written on (a dynamic sink writes
-    where the item is: on the worker of the step before it)."""
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Where:
-        return _Where(worker_index)
-
-
-def placement(keys: list[str], workers: int) -> dict[str, int]:
-    """The worker Bytewax's keyed steps give each key, on `workers` workers."""
-    PLACED.clear()
-    flow = Dataflow("placement")
-    keyed = op.key_on("key", op.input("in", flow, TestingSource(keys)), lambda k: k)
-    seen = op.stateful_map("where", keyed, lambda state, v: (state, v))
-    op.output("out", op.map("k", seen, lambda kv: kv[0]), WhereSink())
-    cluster_main(flow, addresses=[], proc_id=0, worker_count_per_proc=workers)
-    return dict(PLACED)
 
 
 def main() -> None:

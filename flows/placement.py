@@ -60,10 +60,46 @@ def siphash13(data: bytes) -> int:
     return v0 ^ v1 ^ v2 ^ v3
 
 
+def bytewax_hash(key: str) -> int:
+    """Rust's hash of a `str` key: SipHash-1-3 of its bytes and a 0xFF byte."""
+    return siphash13(key.encode() + b"\xff")
+
+
 def bytewax_worker(key: str, workers: int) -> int:
-    """The worker Bytewax 0.21 gives a key of a keyed step (`str` hashes as
-    its bytes and a 0xFF byte)."""
-    return siphash13(key.encode() + b"\xff") % workers
+    """The worker Bytewax 0.21 gives a key of a keyed step."""
+    return bytewax_hash(key) % workers
+
+
+def measured_placement(keys: list[str], workers: int) -> dict[str, int]:
+    """The worker Bytewax itself gives each key, found by running a tiny
+    keyed flow on `workers` worker threads (to check `bytewax_worker`, and
+    for `bench/placement.py`): a dynamic sink writes on the worker of the
+    step before it."""
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.outputs import DynamicSink, StatelessSinkPartition
+    from bytewax.testing import TestingSource, cluster_main
+
+    seen: dict[str, int] = {}
+
+    class Where(StatelessSinkPartition):
+        def __init__(self, worker: int) -> None:
+            self.worker = worker
+
+        def write_batch(self, items: list) -> None:
+            for key in items:
+                seen[key] = self.worker
+
+    class WhereSink(DynamicSink):
+        def build(self, step_id: str, worker_index: int, worker_count: int) -> Where:
+            return Where(worker_index)
+
+    flow = Dataflow("placement")
+    keyed = op.key_on("key", op.input("in", flow, TestingSource(keys)), lambda k: k)
+    out = op.stateful_map("where", keyed, lambda state, v: (state, v))
+    op.output("out", op.map("k", out, lambda kv: kv[0]), WhereSink())
+    cluster_main(flow, addresses=[], proc_id=0, worker_count_per_proc=workers)
+    return seen
 
 
 @lru_cache(maxsize=None)
@@ -77,7 +113,7 @@ def shard_keys(prefix: str, shards: int) -> tuple[str, ...]:
     names = []
     for i in range(shards):
         name, n = f"{prefix}{i}", 0
-        while siphash13(name.encode() + b"\xff") % spread != i % spread:
+        while bytewax_hash(name) % spread != i % spread:
             n += 1
             name = f"{prefix}{i}.{n}"
         names.append(name)

@@ -140,7 +140,7 @@ def __getattr__(name: str) -> Dataflow:
             print(f"flows.sessions:flow: {e}", file=sys.stderr)
             raise SystemExit(2) from None
         launched = _launched_by_bytewax()
-        store = _launcher_store() if launched else os.environ.get("BYTEWAX_RECOVERY_DIRECTORY")
+        store = _launcher_store()
         if store:  # as `protosessions run` does: a resume must not change these
             from .recovery import RecoveryError, check_resume, resume_record
             try:
@@ -170,7 +170,8 @@ def _launched_by_bytewax() -> bool:
 def _launcher_store() -> str | None:
     """The recovery store Bytewax's launcher runs with (`-r` or
     `BYTEWAX_RECOVERY_DIRECTORY`): it has parsed its arguments into its
-    `kwargs` before it imports the flow."""
+    `kwargs` before it imports the flow. Elsewhere (a test building the
+    flow), the variable."""
     import sys
 
     kwargs = getattr(sys.modules.get("__main__"), "kwargs", None)

@@ -165,12 +165,15 @@ def _is_str_map(value: Any) -> bool:
 
 def session_stamp(obj: dict[str, Any]) -> str | None:
     """First non-empty `sessionStamp` query parameter, else the IP, else None."""
-    qp = obj.get("query_params")
-    if qp:
-        values = qp.get("sessionStamp")
+    return _stamp(obj.get("query_params"), obj.get("ip"))
+
+
+def _stamp(query_params: dict[str, list[str]] | None, ip: str | None) -> str | None:
+    if query_params:
+        values = query_params.get("sessionStamp")
         if values and values[0]:
             return values[0]
-    return obj.get("ip") or None
+    return ip or None
 
 
 def check(raw: bytes, settings: Settings, wall_now_us: int | None) -> tuple[dict, int] | str:
@@ -307,14 +310,18 @@ def _first_failure(obj: dict[str, Any], raw: bytes) -> str | None:
 
 
 def join_key(obj: dict[str, Any], settings: Settings) -> str | None:
+    """SPEC rule 1 for a parsed hit (see `_join_key`)."""
+    return _join_key(obj.get("user_id"), obj.get("query_params"), obj.get("ip"), settings)
+
+
+def _join_key(user_id: str | None, query_params: dict[str, list[str]] | None, ip: str | None,
+              settings: Settings) -> str | None:
     """SPEC rule 1: user ID if joining by it and present, else the session stamp
     if joining by it, else None. Prefixed so a user ID never meets a stamp."""
-    if settings.join_by_user_id:
-        uid = obj.get("user_id")
-        if uid:
-            return "u:" + uid
+    if user_id and settings.join_by_user_id:
+        return "u:" + user_id
     if settings.join_by_session_stamp:
-        stamp = session_stamp(obj)
+        stamp = _stamp(query_params, ip)
         if stamp:
             return "s:" + stamp
     return None
@@ -374,23 +381,11 @@ def parse_hit(raw: bytes, settings: Settings, wall_now_us: int | None,
                     return "future_timestamp"
                 uid = k.user_id or None
                 qp = k.query_params
-                jk = None
-                if uid and settings.join_by_user_id:
-                    jk = "u:" + uid
-                elif settings.join_by_session_stamp:
-                    stamp = None
-                    if qp:
-                        values = qp.get("sessionStamp")
-                        if values and values[0]:
-                            stamp = values[0]
-                    if stamp is None:
-                        stamp = k.ip or None
-                    if stamp:
-                        jk = "s:" + stamp
                 acid = aci or cid
                 pid = k.property_id
-                return Hit(t, clock if clock > t else t, k.id, pid, cid, acid, uid, jk, raw,
-                           aci is not _UNSET, (pid, acid), params=hit_params(qp))
+                return Hit(t, clock if clock > t else t, k.id, pid, cid, acid, uid,
+                           _join_key(uid, qp, k.ip, settings), raw, aci is not _UNSET,
+                           (pid, acid), params=hit_params(qp))
     return _parse_checked(raw, settings, wall_now_us, clock)
 
 

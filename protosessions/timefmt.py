@@ -20,7 +20,8 @@ def parse_time_us(text: str) -> int | None:
     Trackers write `YYYY-MM-DDTHH:MM:SS.ffffffZ`, many hits a second: the
     second of such a text, once parsed in full, is remembered, and the next
     text of that second only has its six fraction digits read."""
-    if len(text) == 27 and text[26] == "Z" and text[19] == ".":
+    canonical = len(text) == 27 and text[26] == "Z" and text[19] == "."
+    if canonical:
         base = _seconds.get(text[:19])
         frac = text[20:26]
         if base is not None and frac.isdigit() and frac.isascii():
@@ -36,7 +37,7 @@ def parse_time_us(text: str) -> int | None:
     us = (dt - EPOCH) // _ONE_US
     if not 0 <= us <= MAX_US:
         return None
-    if len(text) == 27 and text[26] == "Z" and text[19] == "." and text[20:26].isdigit():
+    if canonical and text[20:26].isdigit():
         if len(_seconds) >= _SECONDS_KEPT:
             _seconds.clear()
         _seconds[text[:19]] = us - us % 1_000_000

@@ -5,42 +5,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-import bytewax.operators as op
 import pytest
-from bytewax.dataflow import Dataflow
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from bytewax.testing import TestingSource, cluster_main
 
-from flows.placement import bytewax_worker, shard_keys
-
-
-class _Where(StatelessSinkPartition):
-    def __init__(self, worker: int, seen: dict) -> None:
-        self.worker, self.seen = worker, seen
-
-    def write_batch(self, items: list) -> None:
-        for key in items:
-            self.seen[key] = self.worker
-
-
-class _WhereSink(DynamicSink):
-    def __init__(self, seen: dict) -> None:
-        self.seen = seen
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Where:
-        return _Where(worker_index, self.seen)
-
-
-def placed(keys: list[str], workers: int) -> dict[str, int]:
-    """The worker a keyed step of Bytewax gives each key (a dynamic sink
-    writes on the worker of the step before it)."""
-    seen: dict[str, int] = {}
-    flow = Dataflow("placement")
-    keyed = op.key_on("key", op.input("in", flow, TestingSource(keys)), lambda k: k)
-    out = op.stateful_map("where", keyed, lambda state, v: (state, v))
-    op.output("out", op.map("k", out, lambda kv: kv[0]), _WhereSink(seen))
-    cluster_main(flow, addresses=[], proc_id=0, worker_count_per_proc=workers)
-    return seen
+from flows.placement import bytewax_worker, measured_placement as placed, shard_keys
 
 
 @pytest.mark.parametrize("workers", [5, 16])
