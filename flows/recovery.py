@@ -184,7 +184,7 @@ def _damage(part: str, what: str, e: BaseException) -> str:
 
 
 def cmd_recovery(args) -> int:
-    from flows.cli import UsageError
+    from .usage import UsageError
 
     try:
         made = init(args.dir, args.partitions)

@@ -191,7 +191,7 @@ def _report_progress(config: RunConfig) -> None:
     from protosessions import stats
 
     from . import stop
-    from .cli import Progress, final_line
+    from .progress import Progress, final_line
 
     progress = Progress(config.sessions_topic if config.streaming else None).__enter__()
     start = time.monotonic()
