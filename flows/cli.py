@@ -40,10 +40,10 @@ class _Parser(argparse.ArgumentParser):
 
 # `run --help` sections, in the order Bytewax's launcher would show them.
 RUN_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("input and output", ("input", "output", "dead-letter")),
+    ("input and output", ("input", "output", "dead-letter", "input-format")),
     ("sessions", ("session-duration", "tick-interval", "max-events", "max-duration",
                   "allowed-lateness", "join-by-session-stamp", "join-by-user-id",
-                  "eviction-strategy", "session-hits", "max-hit-bytes", "max-future-skew")),
+                  "eviction-strategy", "identity-rules", "session-hits", "max-hit-bytes", "max-future-skew")),
     ("Kafka", ("kafka-brokers", "hits-topic", "sessions-topic", "dead-letter-topic",
                "kafka-config", "kafka-timeout", "until-end", "skip-catching-up")),
     ("recovery", ("recovery-dir", "snapshot-interval", "backup-interval")),
