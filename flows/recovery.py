@@ -85,14 +85,15 @@ RECORD = "protosessions-resume.json"
 # (`protosessions.state.SNAPSHOT_VERSION`), held hits (`Hit`) and the shards'
 # routing keys (`flows.placement`). A store of another format is refused
 # whole, before Bytewax hands any of it to a step that would misread it.
-STATE_FORMAT = 7
+# 8: `Hit` carries `d8a_form` (SPEC "The d8a form").
+STATE_FORMAT = 8
 # What a resume must not change: where data comes from and goes (files are
 # resumed by byte offset), the sharding (it decides which state a key's
 # hits find) and the rules that decide which hits form a session. Tick,
 # compaction, size and skew limits, batch size and workers may change.
 RECORDED = ("input", "output", "dead_letter", "shards", "identity_shards", "session_duration",
             "max_events", "max_duration", "allowed_lateness", "join_by_session_stamp",
-            "join_by_user_id", "eviction_strategy")
+            "join_by_user_id", "eviction_strategy", "input_format", "identity_rules")
 
 
 def resume_record(config: Any) -> dict[str, Any]:
