@@ -329,3 +329,21 @@ def test_the_grace_period_outlasts_the_stop() -> None:
     from flows import stop
     grace = statefulset()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert stop.QUIET_S < stop.HARD_STOP_AFTER_S < grace
+
+
+def test_service_link_variables_are_not_warned_about_but_typos_are() -> None:
+    """A one-off `kubectl run` of the image gets service links whatever the
+    manifests say: the 8 variables of the protosessions-metrics Service."""
+    from flows.options import unknown_env
+
+    ip, port = "198.19.0.7", "3030"
+    links = {"PROTOSESSIONS_METRICS_SERVICE_HOST": ip, "PROTOSESSIONS_METRICS_SERVICE_PORT": port,
+             "PROTOSESSIONS_METRICS_SERVICE_PORT_API": port,
+             "PROTOSESSIONS_METRICS_PORT": f"tcp://{ip}:{port}",
+             "PROTOSESSIONS_METRICS_PORT_3030_TCP": f"tcp://{ip}:{port}",
+             "PROTOSESSIONS_METRICS_PORT_3030_TCP_PROTO": "tcp",
+             "PROTOSESSIONS_METRICS_PORT_3030_TCP_PORT": port,
+             "PROTOSESSIONS_METRICS_PORT_3030_TCP_ADDR": ip}
+    typos = {"PROTOSESSIONS_KAFKA_PORT": "9092", "PROTOSESSIONS_SESION_DURATION": "5m",
+             "PROTOSESSIONS_X_SERVICE_HOST": "kafka"}
+    assert unknown_env({**links, **typos}) == sorted(typos)
