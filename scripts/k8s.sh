@@ -336,6 +336,7 @@ down() {
   say "down"
 }
 
+[[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0   # sourced (to debug one step): functions only
 case "${1:-}" in
   up) up ;;
   down) down ;;
