@@ -10,6 +10,7 @@ on one line separated by commas (see `split_list`).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -210,7 +211,32 @@ def unknown_env(environ: Mapping[str, str] | None = None) -> list[str]:
     otherwise silently leave an option at its default)."""
     environ = os.environ if environ is None else environ
     known = {o.env for o in OPTIONS} | {ENV_PREFIX + "DEBUG", ENV_PREFIX + "TEST_KAFKA"}
-    return sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
+    return sorted(k for k, v in environ.items()
+                  if k.startswith(ENV_PREFIX) and k not in known and not service_link(k, v))
+
+
+# What Kubernetes puts into a pod for each Service of its namespace (unless
+# enableServiceLinks is false): PROTOSESSIONS_METRICS_SERVICE_HOST=198.19.0.7,
+# ..._SERVICE_PORT[_API]=3030, ..._PORT=tcp://198.19.0.7:3030,
+# ..._PORT_3030_TCP[_PROTO|_PORT|_ADDR]=... for the Service protosessions-metrics.
+_LINK_VALUE = {
+    "SERVICE_HOST": r"[0-9a-fA-F.:]+", "SERVICE_PORT": r"\d+", "PORT": r"(tcp|udp|sctp)://\S+",
+    "TCP": r"(tcp|udp|sctp)://\S+", "UDP": r"(tcp|udp|sctp)://\S+", "SCTP": r"(tcp|udp|sctp)://\S+",
+    "PROTO": r"tcp|udp|sctp", "ADDR": r"[0-9a-fA-F.:]+",
+}
+_LINK_NAME = re.compile(r"_(?:(SERVICE_HOST)|(SERVICE_PORT)(?:_[A-Z0-9_]+)?|(PORT)"
+                        r"|PORT_\d+_(TCP|UDP|SCTP)|PORT_\d+_(?:TCP|UDP|SCTP)_(PROTO|PORT|ADDR))$")
+
+
+def service_link(name: str, value: str) -> bool:
+    """Whether `name=value` is one of Kubernetes' service-link variables."""
+    m = _LINK_NAME.search(name)
+    if not m:
+        return False
+    kind = next(g for g in m.groups() if g)
+    pattern = r"\d+" if kind == "PORT" and name.endswith(("_TCP_PORT", "_UDP_PORT", "_SCTP_PORT")) \
+        else _LINK_VALUE[kind]
+    return re.fullmatch(pattern, value) is not None
 
 
 @dataclass

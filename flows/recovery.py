@@ -129,7 +129,9 @@ def check_resume(directory: str, record: dict[str, Any]) -> bool:
     if kept is None:
         temp = f"{path}.{secrets.token_hex(4)}.tmp"
         try:
-            with open(temp, "w", encoding="utf-8") as f:
+            # Private like the rest of the store (the process umask may be 022).
+            with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
+                           "w", encoding="utf-8") as f:
                 json.dump(record, f, indent=1, sort_keys=True)
             os.replace(temp, path)
         except OSError as e:

@@ -153,10 +153,22 @@ def __getattr__(name: str) -> Dataflow:
         # each epoch, only to drop it: building none saves that work.
         flow = build_flow(config, snapshots=bool(store) or not launched)
         if launched:  # not when a test (or a notebook) only builds it
-            stop.install()
+            stop.install(cluster=_processes() > 1)
             _report_progress(config)
         return flow
     raise AttributeError(name)
+
+
+def _processes() -> int:
+    """How many processes the launcher's hostfile lists (1 without one)."""
+    path = os.environ.get("BYTEWAX_HOSTFILE_PATH")
+    if not path:
+        return 1
+    try:
+        with open(path, encoding="utf-8") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return 1
 
 
 def _launched_by_bytewax() -> bool:
