@@ -83,9 +83,10 @@ def _check_writable(directory: str, parts: list[str]) -> None:
 RECORD = "protosessions-resume.json"
 # What the store's state is written in: the session snapshots
 # (`protosessions.state.SNAPSHOT_VERSION`), held hits (`Hit`) and the shards'
-# routing keys (`flows.placement`). A store of another format is refused
+# routing keys (`flows.placement`) and the session shards' state stores
+# (`flows.state_store`, format 8 on). A store of another format is refused
 # whole, before Bytewax hands any of it to a step that would misread it.
-STATE_FORMAT = 7
+STATE_FORMAT = 8
 # What a resume must not change: where data comes from and goes (files are
 # resumed by byte offset), the sharding (it decides which state a key's
 # hits find) and the rules that decide which hits form a session. Tick,
@@ -151,34 +152,46 @@ def check_resume(directory: str, record: dict[str, Any]) -> bool:
 
 
 def damaged_snapshot(directory: str) -> Optional[str]:
-    """The first snapshot in the store that does not load as this build
-    loads it (one line naming the partition file), or None. Checked before
-    a resume, as Bytewax panics on such a snapshot; each is loaded and
-    dropped in turn, so this costs time (one more read of the state) but
-    little memory. Unpickling runs code: the store is trusted anyway."""
+    """The first snapshot or state store row that does not load as this
+    build loads it (one line naming the file), or None. Checked before a
+    resume, as Bytewax panics on such a snapshot; each is loaded and dropped
+    in turn, so this costs time (one more read of the state) but little
+    memory. Text columns are read as bytes and decoded here, so a damaged
+    one is named like any other damage. Unpickling runs code: the store is
+    trusted anyway."""
+    from .state_store import check_store_file, store_files
     from .steps import check_snapshot
 
     for part in partitions(directory):
         try:
             with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
+                db.text_factory = bytes
                 rows = db.execute("SELECT step_id, state_key, ser_change FROM snaps "
                                   "WHERE ser_change IS NOT NULL").fetchall()
         except sqlite3.Error as e:
             return _damage(part, "is not a readable recovery partition", e)
         for step_id, key, blob in rows:
             try:
+                step_id, key = step_id.decode(), key.decode()
                 state = pickle.loads(blob)
                 step = step_id.rsplit(".", 1)[-1]
                 if step in ("identity", "sessions") and state is not None:
-                    check_snapshot(step, state)
+                    check_snapshot(step, state, directory)
             except Exception as e:
-                return _damage(part, f"holds a snapshot of step {step_id} key {key} that does not load", e)
+                return _damage(part, f"holds a snapshot of step {step_id!r} key {key!r} that does "
+                               "not load", e)
+    for path in store_files(directory):
+        try:
+            check_store_file(path)
+        except Exception as e:
+            return _damage(path, "is a session state store that does not load", e)
     return None
 
 
 def _damage(part: str, what: str, e: BaseException) -> str:
     cause = f"{type(e).__module__}.{type(e).__name__}".removeprefix("builtins.")
-    return (f"recovery partition {part} {what} ({cause}): the store is damaged; restore the "
+    kind = "" if "state store" in what else "recovery partition "
+    return (f"{kind}{part} {what} ({cause}): the store is damaged; restore the "
             "directory from a backup, or start afresh with a new one (the job then reads its "
             "input from the start)")
 
