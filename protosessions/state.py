@@ -8,13 +8,12 @@ buckets that still name an open proto-session.
 from __future__ import annotations
 
 import pickle
-import threading
 from functools import lru_cache
 from typing import Iterator
 
 import orjson
-import zstandard
 
+from .codec import compress_hits, decompress_hits, dictionaries
 from .session_metrics import SessionMetrics
 from .store import Change, Marker, ShardStore
 from .wheel import TimingWheel
@@ -88,14 +87,14 @@ class ProtoSession:
         loose = (compress_hits(self.hits),) if self.hits else ()
         return (self.small(), loose, tuple(self.compacted))
 
-    def new_chunks(self) -> list[bytes]:
-        """The hits the store does not hold yet, compressed (each hit once):
-        all of them if it holds none of this proto-session."""
+    def new_chunks(self, dict_id: int = 0) -> list[bytes]:
+        """The hits the store does not hold yet, compressed (each hit once,
+        with dictionary `dict_id`): all of them if it holds none of them."""
         if not self.sid:
-            return list(self.compacted) + ([compress_hits(self.hits)] if self.hits else [])
+            return list(self.compacted) + ([compress_hits(self.hits, dict_id)] if self.hits else [])
         chunks = self.unsaved or []
         if len(self.hits) > self.sealed_upto:
-            chunks.append(compress_hits(self.hits[self.sealed_upto:]))
+            chunks.append(compress_hits(self.hits[self.sealed_upto:], dict_id))
         return chunks
 
     def saved(self) -> None:
@@ -172,30 +171,6 @@ def _suffix(acid: str) -> bytes:
     return b',"authoritative_client_id":' + orjson.dumps(acid) + b"}"
 
 
-class _Codec(threading.local):
-    """Zstandard level 1, one (de)compressor per thread (Bytewax runs a
-    process's workers as threads, and a zstd context is not thread-safe).
-    Against zlib level 1 on 64 KiB of hits: about 5x faster to compress, 4x
-    to decompress, and smaller (bench: `python bench/compaction.py`)."""
-
-    def __init__(self) -> None:
-        self.compress = zstandard.ZstdCompressor(level=1).compress
-        self.decompress = zstandard.ZstdDecompressor().decompress
-
-
-_codec = _Codec()
-
-
-def compress_hits(hits: list[StoredHit]) -> bytes:
-    # Copied out: zstandard's result keeps the allocation of the worst-case
-    # size (4-7x the compressed bytes here), which a kept block would pin.
-    return bytes(memoryview(_codec.compress(pickle.dumps(hits, protocol=5))))
-
-
-def decompress_hits(blob: bytes) -> list[StoredHit]:
-    return pickle.loads(_codec.decompress(blob))
-
-
 class ShardState:
     """Open proto-sessions of one shard plus the timing wheel that expires them.
 
@@ -204,7 +179,7 @@ class ShardState:
     closed are skipped when their bucket comes due.
     """
 
-    __slots__ = ("sessions", "wheel", "clock", "store", "gone", "next_sid")
+    __slots__ = ("sessions", "wheel", "clock", "store", "gone", "next_sid", "kept_dict")
 
     def __init__(self, store: "ShardStore | None" = None) -> None:
         self.sessions: dict[SessionKey, ProtoSession] = {}
@@ -213,6 +188,7 @@ class ShardState:
         self.store = store  # None: snapshots carry the whole open state
         self.gone: list[int] = []  # store ids of proto-sessions closed since the last write
         self.next_sid = 1
+        self.kept_dict = 0  # the dictionary the store was last given
 
     def schedule(self, key: SessionKey, ps: ProtoSession, bucket: int) -> None:
         ps.bucket = bucket
@@ -241,10 +217,18 @@ class ShardState:
                     tuple(ps.to_snapshot() for ps in self.sessions.values()))
         changes: list[Change] = []
         changed: list[ProtoSession] = []
+        dict_id = dictionaries.current
+        if not dict_id:
+            for ps in self.sessions.values():
+                dictionaries.offer(ps.hits[ps.sealed_upto:])
+            dict_id = dictionaries.current
+        if dict_id != self.kept_dict:  # before any chunk that needs it
+            self.store.keep_dictionary(dict_id, dictionaries.known[dict_id])
+            self.kept_dict = dict_id
         for ps in self.sessions.values():
             if ps.count == ps.saved_count and ps.sid:
                 continue  # no hit since the last write: nothing of it changed
-            chunks = ps.new_chunks()
+            chunks = ps.new_chunks(dict_id)
             if not ps.sid:
                 ps.sid = self.next_sid
                 self.next_sid += 1

@@ -50,6 +50,11 @@ class ShardStore(Protocol):
         closed (or left the shard) since the last position."""
         ...
 
+    def keep_dictionary(self, dict_id: int, data: bytes) -> None:
+        """Keep a compression dictionary chunks about to be written use
+        (`protosessions.codec`); kept through rollbacks."""
+        ...
+
     def rollback(self, marker: Marker | None) -> None:
         """Make the store stand exactly at `marker` (None: empty), discarding
         every later position; `StoreMismatch` if it cannot."""
@@ -93,6 +98,9 @@ class MemoryStore:
         self.position = self.last = pos
         self.positions.add(pos)
         return Marker(self.kind, pos, self.token)
+
+    def keep_dictionary(self, dict_id: int, data: bytes) -> None:
+        return None  # in this process, `protosessions.codec` knows it
 
     def rollback(self, marker: Marker | None) -> None:
         target = 0 if marker is None else check_marker(marker, self.kind, self.token,
