@@ -21,6 +21,7 @@ from .middlewares import default_chain, with_append_fast_path
 from .middlewares.close_trigger import CloseTrigger
 from .middlewares.identity import ClaimTable, identity_join
 from .state import ShardState
+from .store import ShardStore
 from .timefmt import wall_now_us
 
 
@@ -108,8 +109,18 @@ class IdentityShard:
 class SessionShard:
     """Proto-sessions for the `(property_id, ACID)` keys of one shard."""
 
-    def __init__(self, settings: Settings, clock: Clock, snapshot: tuple | None = None) -> None:
-        self.state = ShardState.restore(snapshot) if snapshot is not None else ShardState()
+    def __init__(self, settings: Settings, clock: Clock, snapshot: tuple | None = None,
+                 store: ShardStore | None = None) -> None:
+        """`store`: where snapshots write their changes (`protosessions.store`);
+        without one a snapshot carries the whole open state. A fresh shard
+        (no snapshot) empties the store: what it holds is of no resumable
+        epoch."""
+        if snapshot is not None:
+            self.state = ShardState.restore(snapshot, store)
+        else:
+            if store is not None:
+                store.rollback(None)
+            self.state = ShardState(store)
         clock.advance(self.state.clock)
         self.closer = CollectingCloser(settings.session_hits)
         self.ctx = Context(settings, self.state, clock, self.closer, default_chain(settings))

@@ -108,7 +108,9 @@ class Context:
         """Forget a proto-session everywhere."""
         for mw in self.middlewares:
             mw.on_cleanup(self, acid)
-        self.sessions.pop(acid, None)
+        ps = self.sessions.pop(acid, None)
+        if ps is not None:
+            self.state.forget(ps)
 
     def close(self, acid: SessionKey, reason: str) -> None:
         """Close one proto-session: collect, hand to the closer, clean up."""
