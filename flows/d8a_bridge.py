@@ -197,7 +197,7 @@ def cmd_bridge(args) -> int:
 
     from confluent_kafka import Producer
 
-    from .cli import UsageError
+    from .usage import UsageError
     from .kafka_admin import KafkaUnavailable, check_kafka, rate_limited_kafka_logger
     from .options import kafka_config, weakened_delivery
     from protosessions.units import parse_duration_us

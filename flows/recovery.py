@@ -6,7 +6,6 @@ directory can run code in the job at resume (README, "Recovery").
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import pickle
@@ -20,13 +19,11 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from protosessions.units import parse_duration_us
 
+from .state_store import partitions
+
 
 class RecoveryError(ValueError):
     """The recovery directory cannot be used as it is (one clear line for the CLI)."""
-
-
-def partitions(directory: str) -> list[str]:
-    return sorted(glob.glob(os.path.join(directory, "part-*.sqlite3")))
 
 
 def init(directory: str, count: int) -> list[str]:
