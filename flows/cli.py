@@ -38,10 +38,10 @@ class _Parser(argparse.ArgumentParser):
 
 # `run --help` sections, in the order Bytewax's launcher would show them.
 RUN_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("input and output", ("input", "output", "dead-letter")),
+    ("input and output", ("input", "output", "dead-letter", "input-format")),
     ("sessions", ("session-duration", "tick-interval", "max-events", "max-duration",
                   "allowed-lateness", "join-by-session-stamp", "join-by-user-id",
-                  "eviction-strategy", "session-hits", "max-hit-bytes", "max-future-skew")),
+                  "eviction-strategy", "identity-rules", "session-hits", "max-hit-bytes", "max-future-skew")),
     ("Kafka", ("kafka-brokers", "hits-topic", "sessions-topic", "dead-letter-topic",
                "kafka-config", "kafka-timeout", "until-end", "skip-catching-up")),
     ("recovery", ("recovery-dir", "snapshot-interval", "backup-interval")),
@@ -144,6 +144,32 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--kafka-timeout", default=os.environ.get(timeout.env, timeout.default),
                         help=f"how long to wait for the broker before failing [env {timeout.env}] "
                              "(default: %(default)s)")
+
+    bridge = sub.add_parser(
+        "d8a-bridge", help="take d8a's worker's place on its filesystem queue: its hits to Kafka",
+        description="Reads d8a's filesystem queue (the receiver's .task files) in name order, "
+                    "produces each hit, in the d8a form, to the hits topic keyed by ClientID, and "
+                    "deletes a task once every hit of it is acknowledged. Run the job with "
+                    "--input-format d8a (docs/d8a.md).")
+    bridge.add_argument("--queue", required=True,
+                        help="d8a's queue directory (its receiver's queue directory; no default)")
+    bridge.add_argument("--kafka-brokers", default=os.environ.get("PROTOSESSIONS_KAFKA_BROKERS"),
+                        help="HOST:PORT[,HOST:PORT] [env PROTOSESSIONS_KAFKA_BROKERS] "
+                             "(default: %(default)s)")
+    bridge.add_argument("--hits-topic", default=os.environ.get("PROTOSESSIONS_HITS_TOPIC", "hits"),
+                        help="topic to produce to [env PROTOSESSIONS_HITS_TOPIC] "
+                             "(default: %(default)s)")
+    bridge.add_argument("--poll-interval", default="500ms",
+                        help="how often an empty queue is looked at again (default: %(default)s)")
+    bridge.add_argument("--until-empty", action="store_true",
+                        help="stop once the queue holds no task (default: follow it)")
+    bridge.add_argument("--kafka-config", action="append",
+                        default=list(split_list(os.environ.get("PROTOSESSIONS_KAFKA_CONFIG", ""))),
+                        help="librdkafka setting key=value, repeatable (default: none, or the pairs "
+                             "in PROTOSESSIONS_KAFKA_CONFIG, not shown: they may hold secrets)")
+    bridge.add_argument("--kafka-timeout", default=os.environ.get(timeout.env, timeout.default),
+                        help=f"how long the start waits for the broker and the topic [env "
+                             f"{timeout.env}] (default: %(default)s)")
 
     rec = sub.add_parser("recovery", help="Bytewax recovery directory")
     rsub = rec.add_subparsers(dest="recovery_command", required=True, parser_class=_Parser)
@@ -371,6 +397,18 @@ def cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bridge_values(args: argparse.Namespace) -> tuple[float, float, dict[str, str]]:
+    """`d8a-bridge`'s poll interval and Kafka timeout in seconds and its
+    librdkafka settings, parsed here as every setting is (one line, exit 2)."""
+    try:
+        poll_s = parse_duration_us(args.poll_interval) / 1e6
+        timeout_s = parse_duration_us(args.kafka_timeout) / 1e6
+        conf = kafka_config(args.kafka_config or ())
+    except ValueError as e:
+        raise UsageError(f"protosessions d8a-bridge: {e}") from None
+    return poll_s, timeout_s, conf
+
+
 def _warn_unknown_env() -> None:
     from .options import unknown_env
 
@@ -393,6 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_generate(args)
         if args.command == "topics":
             return cmd_topics(args)
+        if args.command == "d8a-bridge":
+            from .d8a_bridge import cmd_bridge
+            return cmd_bridge(args, *_bridge_values(args))
         if args.command == "recovery":
             from .recovery import cmd_recovery
             return cmd_recovery(args)

@@ -27,6 +27,7 @@ sessions checked, by tests/test_quickstart.py.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -51,6 +52,9 @@ LIVE_DURATION = "5s"  # a live generator's `--duration`
 TIMEOUT_S = 300
 # Sections run by a test of their own: (page, heading it starts with) -> the test.
 COVERED = {("README.md", "## Quick start on Kafka"): "tests/test_quickstart.py"}
+# Sections whose commands need a real cluster (root, a network namespace,
+# minutes to build): checked by syntax only; scripts/k8s-e2e.sh runs the like.
+CLUSTER_SECTIONS = {("k8s/README.md", "## Try it on a local one-node cluster")}
 KUBECTL_VERBS = {"apply", "create", "label", "wait", "logs", "run", "scale", "rollout", "delete",
                  "get", "describe"}
 
@@ -72,14 +76,15 @@ def shell_blocks(text: str) -> list[tuple[str, int, str, str]]:
         line = lines[i]
         if line.startswith("#") and not line.startswith("#!"):
             heading = line.strip()
-        m = re.match(r"^```(\S*)\s*$", line)
+        m = re.match(r"^( *)```(\S*)\s*$", line)  # indented too: a block in a list item
         if m:
-            start = i + 1
+            indent, start = len(m.group(1)), i + 1
             j = start
-            while j < len(lines) and not lines[j].startswith("```"):
+            while j < len(lines) and not lines[j].strip().startswith("```"):
                 j += 1
             assert j < len(lines), f"line {i + 1}: a fenced block is not closed"
-            out.append((m.group(1), start + 1, "\n".join(lines[start:j]), heading))
+            body = "\n".join(b[indent:] if b[:indent].strip() == "" else b for b in lines[start:j])
+            out.append((m.group(2), start + 1, body, heading))
             i = j
         i += 1
     return out
@@ -102,11 +107,16 @@ def page_commands(page: str, text: str) -> list[Command]:
             if line.rstrip().endswith("\\"):
                 pending += line.rstrip()[:-1] + " "
                 continue
-            full = (pending + line).strip()
+            full = pending + line
+            try:
+                shlex.split(full, comments=True)
+            except ValueError:  # a quote still open: the command goes on
+                pending = full + "\n"
+                continue
             pending = ""
-            if full and not full.startswith("#"):
-                commands.append(Command(page, start, full, heading))
-        assert not pending, f"{page}:{start}: a continued line ends the block"
+            if full.strip() and not full.strip().startswith("#"):
+                commands.append(Command(page, start, full.strip(), heading))
+        assert not pending, f"{page}:{start}: a continued line or an open quote ends the block"
     return commands
 
 
@@ -308,8 +318,14 @@ def check_kubectl(page: Page, cmd: Command, argv: list[str]) -> None:
             path = w.split("=")[-1]
             if not (page.work / path).exists():
                 fail(cmd, f"{path} is not there: the page creates it before, in the same directory")
-    if verbs[0] == "run":
+    if verbs[0] == "run" and pod:
         check_pod_command(cmd, pod)
+    for w in words:
+        if w.startswith("--overrides="):
+            try:
+                json.loads(w.partition("=")[2])
+            except ValueError as e:
+                fail(cmd, f"--overrides is not JSON: {e}")
     page.ran += 1
 
 
@@ -349,6 +365,44 @@ def check_setup(page: Page, cmd: Command, argv: list[str]) -> bool:
     return True
 
 
+def script_commands(script: str) -> set[str]:
+    """The subcommands a script's `case` takes (`  up) ...`)."""
+    return set(re.findall(r"^\s+([a-z][a-z-]*)\)", (ROOT / script).read_text(), re.M))
+
+
+def check_syntax(page: Page, cmd: Command, argv: list[str]) -> None:
+    """A command for a real cluster's machine: not run, but every script,
+    subcommand, flag and file it names must be there."""
+    _, argv = split_env(list(argv))
+    if argv[0] == "eval" and len(argv) == 2 and re.fullmatch(r"\$\((.*)\)", argv[1]):
+        return check_syntax(page, cmd, shlex.split(argv[1][2:-1]))
+    if argv[0] in ("protosessions", ".venv/bin/protosessions"):
+        return check_pod_command(cmd, ["protosessions", *argv[1:]])
+    if argv[0] == "kubectl":
+        return check_kubectl(page, cmd, argv)
+    if argv[0] == "install" and shutil.which("install"):
+        page.ran += 1
+        return None
+    if argv[0] == "bash" and len(argv) >= 2 and argv[1].startswith("scripts/"):
+        if check_setup(page, cmd, argv):
+            return None
+        script = ROOT / argv[1]
+        if not script.is_file():
+            fail(cmd, f"{argv[1]} does not exist")
+        proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            fail(cmd, f"{argv[1]} does not parse", proc.stderr)
+        subs = script_commands(argv[1])
+        if subs and (len(argv) < 3 or argv[2] not in subs):
+            fail(cmd, f"{argv[1]} has no command {argv[2:3]} (it has {sorted(subs)})")
+        page.ran += 1
+        if argv[1] == "scripts/k8s.sh" and argv[2] == "exec":
+            return check_syntax(page, cmd, argv[3:])
+        return None
+    fail(cmd, f"{argv[0]}: a command this test does not know; teach it")
+    return None
+
+
 def run_shell(page: Page, cmd: Command, text: str) -> None:
     """File commands (`printf ... > file`, `rm file`), run by bash in the scratch directory."""
     page.ran += 1
@@ -358,18 +412,24 @@ def run_shell(page: Page, cmd: Command, text: str) -> None:
         fail(cmd, f"exited {proc.returncode}", proc.stderr)
 
 
-def run_command(page: Page, cmd: Command) -> None:
-    """One command of a page (several when joined by `&&`)."""
-    words = shlex.split(cmd.text, comments=True)
-    background = bool(words) and words[-1] == "&"
-    if background:
-        words = words[:-1]
+def and_parts(words: list[str]) -> list[list[str]]:
+    """`a && b` -> `[a, b]`."""
     parts: list[list[str]] = [[]]
     for w in words:
         if w == "&&":
             parts.append([])
         else:
             parts[-1].append(w)
+    return parts
+
+
+def run_command(page: Page, cmd: Command) -> None:
+    """One command of a page (several when joined by `&&`)."""
+    words = shlex.split(cmd.text, comments=True)
+    background = bool(words) and words[-1] == "&"
+    if background:
+        words = words[:-1]
+    parts = and_parts(words)
     for i, part in enumerate(parts):
         env, argv = split_env(list(part))
         if not argv:
@@ -398,6 +458,10 @@ def run_page(name: str, text: str, work: Path, broker: str | None) -> Page:
     try:
         for cmd in page_commands(name, text):
             if any(name == p and cmd.section.startswith(h) for p, h in COVERED):
+                continue
+            if any(name == p and cmd.section.startswith(h) for p, h in CLUSTER_SECTIONS):
+                for part in and_parts(shlex.split(cmd.text, comments=True)):
+                    check_syntax(page, cmd, part)
                 continue
             run_command(page, cmd)
         for cmd, proc, err in page.background:
@@ -519,3 +583,26 @@ def test_the_link_check_finds_a_broken_link(tmp_path: Path) -> None:
     (tmp_path / "a.md").write_text("# A\n\n## Some Heading, here\n\n[b](b.md) [self](#some-heading-here)\n"
                                    "[gone](#nothing) [web](https://example.com/x)\n")
     assert broken_links(tmp_path / "a.md") == ["b.md: no such file", "#nothing: no such heading"]
+
+
+@pytest.mark.parametrize("body, message", [
+    ("bash scripts/k8s.sh exec kubectl apply -k nowhere/", "does not exist"),
+    ("bash scripts/k8s.sh launch", "has no command"),
+    ("bash scripts/k8s.sh exec .venv/bin/protosessions generate --no-such-flag", "does not parse"),
+    ("bash scripts/no-such.sh", "does not exist"),
+    ("...", "does not know"),
+])
+def test_a_cluster_section_is_checked_by_syntax(tmp_path: Path, body: str, message: str) -> None:
+    text = f"## Try it on a local one-node cluster\n\n```bash\n{body}\n```\n"
+    with pytest.raises(pytest.fail.Exception, match=message):
+        run_page("k8s/README.md", text, tmp_path, None)
+
+
+def test_indented_blocks_and_quotes_over_lines_are_read(tmp_path: Path) -> None:
+    text = ("- a list item:\n\n  ```bash\n  kubectl -n x run p --image=i --overrides='{\"a\":\n"
+            "    [1]}'\n  protosessions run --no-such-flag\n  ```\n")
+    commands = page_commands("fake.md", text)
+    assert [c.line for c in commands] == [4, 6]
+    assert commands[0].text.endswith("[1]}'")
+    with pytest.raises(pytest.fail.Exception, match="exited 2"):
+        run_page("fake.md", text, tmp_path, None)
