@@ -606,3 +606,16 @@ def test_indented_blocks_and_quotes_over_lines_are_read(tmp_path: Path) -> None:
     assert commands[0].text.endswith("[1]}'")
     with pytest.raises(pytest.fail.Exception, match="exited 2"):
         run_page("fake.md", text, tmp_path, None)
+
+
+@pytest.mark.kafka
+def test_a_live_run_on_kafka_comes_up_and_stops_on_sigint(tmp_path: Path) -> None:
+    """The branch for a run that never ends by itself (no page outside the
+    quick start shows one today): it must print progress and exit 130."""
+    from kafka_support import bootstrap
+
+    text = ("```bash\nprotosessions topics create --kafka-brokers 127.0.0.1:9092 --partitions 1\n"
+            "protosessions run --kafka-brokers 127.0.0.1:9092 --session-duration 10s\n```\n")
+    page = run_page("fake.md", text, tmp_path, bootstrap())
+    assert page.ran == 2 and page.kafka_skipped == 0
+    assert "stopped by SIGINT" in next(tmp_path.glob("stderr-*.txt")).read_text()
