@@ -70,6 +70,9 @@ class Context:
         self.closer = closer
         self.middlewares = middlewares
         self.stats: Counter[str] = Counter()
+        # `--session-hits ids|none` write no hit bytes, and need none kept
+        # (unless strategy `evict` re-sends a moved proto-session's hits).
+        self.keep_raw = settings.session_hits == "full" or settings.eviction_strategy == "evict"
         self.entry: Next = self._build_chain(terminal or self.store)
 
     def _build_chain(self, nxt: Next) -> Next:
@@ -91,7 +94,7 @@ class Context:
             ps.last_t = t
         if hit.clock > ps.seen_clock:
             ps.seen_clock = hit.clock
-        append_hit(ps, hit, t)
+        append_hit(ps, hit, t, self.keep_raw)
 
     def collect_all(self, acid: SessionKey) -> list[StoredHit]:
         """Every stored hit of a proto-session, oldest arrival first."""
@@ -140,18 +143,21 @@ class Context:
             mw.on_ping(self, ts)
 
 
-def append_hit(ps: ProtoSession, hit: Hit, t: int) -> None:
+def append_hit(ps: ProtoSession, hit: Hit, t: int, keep_raw: bool = True) -> None:
     """Add a hit, with its ACID set, to a proto-session's stored hits, ids,
-    clients, users and metrics (its times are the caller's)."""
+    clients, users and metrics (its times are the caller's). Without
+    `keep_raw` the stored hit holds no bytes (`Context.keep_raw`)."""
     raw = hit.raw
-    if hit.has_acid or raw[-1:] != b"}":
+    if not keep_raw:
+        raw = b""
+    elif hit.has_acid or raw[-1:] != b"}":
         raw = with_acid(raw, hit.acid, hit.has_acid)
     else:  # the common case: append the field to the hit as received
         raw = raw[:-1] + ps.acid_suffix()
     ps.hits.append((t, raw, hit.id))
     ps.metrics.add(t, ps.count, hit.params)
     ps.count += 1
-    ps.size += len(raw)
+    ps.size += len(raw) if keep_raw else len(hit.id) + 48  # what it holds, for compaction
     ps.ids.add(hit.id)
     ps.client_ids.add(hit.client_id)
     if hit.user_id:
