@@ -10,10 +10,12 @@ on one line separated by commas (see `split_list`).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from protosessions.config import EVICTION_STRATEGIES, SESSION_HITS, Settings
+from protosessions.config import (EVICTION_STRATEGIES, IDENTITY_RULES, INPUT_FORMATS,
+                                  SESSION_HITS, Settings)
 from protosessions.units import parse_duration_us
 
 ENV_PREFIX = "PROTOSESSIONS_"
@@ -58,6 +60,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("max-future-skew", "10m", "hits further ahead of the wall clock are rejected", engine=True),
     Option("session-hits", "full", "a session record's hits: full (the hits), ids (their ids) "
            "or none (left out)", engine=True, choices=SESSION_HITS),
+    Option("input-format", "spec", "how a hit is written: spec (SPEC table) or d8a (as d8a's "
+           "receiver publishes it; sessions' hits are written back in that form)", engine=True,
+           choices=INPUT_FORMATS),
+    Option("identity-rules", "classic", "classic (stamp = sessionStamp or IP, one join key) or "
+           "d8a (d8a v1.4: stamp of fss or headers, IP, property and day; user ID and stamp "
+           "both claimed)", engine=True, choices=IDENTITY_RULES),
     Option("shards", 64, "key groups of the session step; keep it fixed across resumes", "int", engine=True),
     Option("identity-shards", 16, "key groups of the identity step (by join key); keep it fixed "
            "across resumes", "int", engine=True),
@@ -203,7 +211,32 @@ def unknown_env(environ: Mapping[str, str] | None = None) -> list[str]:
     otherwise silently leave an option at its default)."""
     environ = os.environ if environ is None else environ
     known = {o.env for o in OPTIONS} | {ENV_PREFIX + "DEBUG", ENV_PREFIX + "TEST_KAFKA"}
-    return sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
+    return sorted(k for k, v in environ.items()
+                  if k.startswith(ENV_PREFIX) and k not in known and not service_link(k, v))
+
+
+# What Kubernetes puts into a pod for each Service of its namespace (unless
+# enableServiceLinks is false): PROTOSESSIONS_METRICS_SERVICE_HOST=198.19.0.7,
+# ..._SERVICE_PORT[_API]=3030, ..._PORT=tcp://198.19.0.7:3030,
+# ..._PORT_3030_TCP[_PROTO|_PORT|_ADDR]=... for the Service protosessions-metrics.
+_LINK_VALUE = {
+    "SERVICE_HOST": r"[0-9a-fA-F.:]+", "SERVICE_PORT": r"\d+", "PORT": r"(tcp|udp|sctp)://\S+",
+    "TCP": r"(tcp|udp|sctp)://\S+", "UDP": r"(tcp|udp|sctp)://\S+", "SCTP": r"(tcp|udp|sctp)://\S+",
+    "PROTO": r"tcp|udp|sctp", "ADDR": r"[0-9a-fA-F.:]+",
+}
+_LINK_NAME = re.compile(r"_(?:(SERVICE_HOST)|(SERVICE_PORT)(?:_[A-Z0-9_]+)?|(PORT)"
+                        r"|PORT_\d+_(TCP|UDP|SCTP)|PORT_\d+_(?:TCP|UDP|SCTP)_(PROTO|PORT|ADDR))$")
+
+
+def service_link(name: str, value: str) -> bool:
+    """Whether `name=value` is one of Kubernetes' service-link variables."""
+    m = _LINK_NAME.search(name)
+    if not m:
+        return False
+    kind = next(g for g in m.groups() if g)
+    pattern = r"\d+" if kind == "PORT" and name.endswith(("_TCP_PORT", "_UDP_PORT", "_SCTP_PORT")) \
+        else _LINK_VALUE[kind]
+    return re.fullmatch(pattern, value) is not None
 
 
 @dataclass

@@ -6,7 +6,6 @@ directory can run code in the job at resume (README, "Recovery").
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import pickle
@@ -20,13 +19,11 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from protosessions.units import parse_duration_us
 
+from .state_store import partitions
+
 
 class RecoveryError(ValueError):
     """The recovery directory cannot be used as it is (one clear line for the CLI)."""
-
-
-def partitions(directory: str) -> list[str]:
-    return sorted(glob.glob(os.path.join(directory, "part-*.sqlite3")))
 
 
 def init(directory: str, count: int) -> list[str]:
@@ -84,16 +81,18 @@ RECORD = "protosessions-resume.json"
 # What the store's state is written in: the session snapshots
 # (`protosessions.state.SNAPSHOT_VERSION`), held hits (`Hit`) and the shards'
 # routing keys (`flows.placement`) and the session shards' state stores
-# (`flows.state_store`, format 8 on). A store of another format is refused
+# (`flows.state_store`, format 9 on). A store of another format is refused
 # whole, before Bytewax hands any of it to a step that would misread it.
-STATE_FORMAT = 8
+# 8: `Hit` carries `d8a_form` (SPEC "The d8a form").
+# 9: the session shards keep their proto-sessions in state stores.
+STATE_FORMAT = 9
 # What a resume must not change: where data comes from and goes (files are
 # resumed by byte offset), the sharding (it decides which state a key's
 # hits find) and the rules that decide which hits form a session. Tick,
 # compaction, size and skew limits, batch size and workers may change.
 RECORDED = ("input", "output", "dead_letter", "shards", "identity_shards", "session_duration",
             "max_events", "max_duration", "allowed_lateness", "join_by_session_stamp",
-            "join_by_user_id", "eviction_strategy")
+            "join_by_user_id", "eviction_strategy", "input_format", "identity_rules")
 
 
 def resume_record(config: Any) -> dict[str, Any]:
@@ -129,7 +128,9 @@ def check_resume(directory: str, record: dict[str, Any]) -> bool:
     if kept is None:
         temp = f"{path}.{secrets.token_hex(4)}.tmp"
         try:
-            with open(temp, "w", encoding="utf-8") as f:
+            # Private like the rest of the store (the process umask may be 022).
+            with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
+                           "w", encoding="utf-8") as f:
                 json.dump(record, f, indent=1, sort_keys=True)
             os.replace(temp, path)
         except OSError as e:
@@ -236,7 +237,7 @@ def _damage(part: str, what: str, e: Optional[BaseException]) -> str:
 
 
 def cmd_recovery(args) -> int:
-    from flows.cli import UsageError
+    from .usage import UsageError
 
     try:
         made = init(args.dir, args.partitions)

@@ -89,7 +89,8 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
     read = op.input("input", flow, source)
     op.output("write_dead_letters", op.flat_map_batch("rejects", read, dead_letters(dead_key)),
               dead_sink)
-    by_join_key = op.flat_map_batch("key_by_join_key", read, to_identity(ishards))
+    by_join_key = op.flat_map_batch("key_by_join_key", read,
+                                    to_identity(ishards, settings.identity_rules == "d8a"))
     joined = op.stateful_batch("identity", by_join_key,
                                lambda resume: IdentityLogic(settings, resume, finite, ishards,
                                                             snapshots))
@@ -161,10 +162,22 @@ def __getattr__(name: str) -> Dataflow:
         # each epoch, only to drop it: building none saves that work.
         flow = build_flow(config, snapshots=bool(store) or not launched, state_dir=store)
         if launched:  # not when a test (or a notebook) only builds it
-            stop.install()
+            stop.install(cluster=_processes() > 1)
             _report_progress(config)
         return flow
     raise AttributeError(name)
+
+
+def _processes() -> int:
+    """How many processes the launcher's hostfile lists (1 without one)."""
+    path = os.environ.get("BYTEWAX_HOSTFILE_PATH")
+    if not path:
+        return 1
+    try:
+        with open(path, encoding="utf-8") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return 1
 
 
 def _launched_by_bytewax() -> bool:
@@ -200,7 +213,7 @@ def _report_progress(config: RunConfig) -> None:
     from protosessions import stats
 
     from . import stop
-    from .cli import Progress, final_line
+    from .progress import Progress, final_line
 
     progress = Progress(config.sessions_topic if config.streaming else None).__enter__()
     start = time.monotonic()

@@ -17,6 +17,7 @@ its own commits allow, keeping `--backup-interval` of them).
 
 from __future__ import annotations
 
+import glob
 import os
 import pickle
 import secrets
@@ -204,12 +205,15 @@ class _Transaction:
         self.db.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
+def partitions(directory: str) -> list[str]:
+    """Bytewax's recovery partitions in a recovery directory."""
+    return sorted(glob.glob(os.path.join(directory, "part-*.sqlite3")))
+
+
 def oldest_resumable(directory: str, step_id: str, state_key: str) -> Optional[int]:
     """The smallest store position among the snapshots Bytewax still holds
     for one shard (any of them may be resumed), or None when none can be
     read (then nothing is collected)."""
-    from .recovery import partitions
-
     positions: list[int] = []
     for part in partitions(directory):
         try:

@@ -110,9 +110,15 @@ def _session_key_of(h: Any) -> tuple:
     return h.key if h.__class__ is Hit else (h.property_id, h.acid)  # else an Evict
 
 
-def to_identity(shards: int) -> Callable[[list], list]:
-    """Source batches -> identity shard items (by join key)."""
-    shard = _remembered(lambda h: identity_shard(h, shards), _join_key_of)
+def _property_of(h: Hit) -> tuple:
+    return (h.property_id,)
+
+
+def to_identity(shards: int, by_property: bool = False) -> Callable[[list], list]:
+    """Source batches -> identity shard items (by join key; `by_property`:
+    by property, for identity rules `d8a`)."""
+    shard = (_remembered(lambda h: identity_shard(h, shards, True), _property_of) if by_property
+             else _remembered(lambda h: identity_shard(h, shards), _join_key_of))
     names = shard_keys("i", shards)
 
     def route(batch: list) -> list:

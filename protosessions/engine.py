@@ -19,7 +19,7 @@ from .hit import DeadLetter, Hit, parse_hit, source_dict
 from .middleware import BY_CLOCK, Context, handler
 from .middlewares import default_chain, with_append_fast_path
 from .middlewares.close_trigger import CloseTrigger
-from .middlewares.identity import ClaimTable, IdentityJoin
+from .middlewares.identity import ClaimTable, identity_join
 from .state import ShardState
 from .store import ShardStore
 from .timefmt import wall_now_us
@@ -30,10 +30,14 @@ def shard_of(text: str, shards: int) -> int:
     return zlib.crc32(text.encode()) % shards
 
 
-def identity_shard(hit: Hit, shards: int) -> int:
-    """The identity shard of a hit: the shard of `(property, join key)`."""
+def identity_shard(hit: Hit, shards: int, by_property: bool = False) -> int:
+    """The identity shard of a hit: the shard of `(property, join key)`; with
+    `by_property` (identity rules `d8a`, where one hit claims two keys), the
+    shard of its property, so that both keys live in one shard."""
     if shards == 1:
         return 0
+    if by_property:
+        return shard_of(hit.property_id, shards)
     jk = hit.join_key  # None: nothing to join, any shard will do; spread by client
     return shard_of(hit.property_id + "\n" + (jk if jk is not None else hit.client_id), shards)
 
@@ -57,7 +61,7 @@ class IdentityShard:
         self.state.clock = self.table.clock
         clock = Clock(self.table.clock)
         self.out: list[Hit] = []
-        self.join = IdentityJoin(settings, self.table)
+        self.join = identity_join(settings, self.table)
         self.ctx = Context(settings, self.state, clock, CollectingCloser(), [self.join],
                            terminal=self.out.append)
         self.fast = not self.join.evict  # `join_batch` instead of the chain, hit by hit
