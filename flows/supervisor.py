@@ -173,9 +173,13 @@ class Supervisor:
                         self.child.kill()
             rc = self.child.wait()
             relay.join(5)
-            if self.stopping is not None or rc == 0:
-                if rc != 0:
-                    relay.show()
+            if rc == 0:
+                return 0
+            if self.stopping is not None:  # its peers stopping too (a scale to 0) is no failure
+                if PEER_LOST.search(relay.text()):
+                    say("stopped (its peers stopped at the same time)")
+                    return 0
+                relay.show()
                 return rc
             if moved:
                 say(f"peer {'; '.join(moved)}: re-forming the cluster from the last snapshot")
