@@ -145,7 +145,8 @@ def append_hit(ps: ProtoSession, hit: Hit, t: int) -> None:
     clients, users and metrics (its times are the caller's)."""
     raw = hit.raw
     if hit.d8a_form:  # SPEC "The d8a form": written back as `AuthoritativeClientID`
-        raw = d8a.with_acid(raw, hit.acid, hit.has_acid)
+        if hit.d8a_form == 1 or hit.acid != hit.client_id:  # 2: it already holds the ACID
+            raw = d8a.with_acid(raw, hit.acid, hit.has_acid)
     elif hit.has_acid or raw[-1:] != b"}":
         raw = with_acid(raw, hit.acid, hit.has_acid)
     else:  # the common case: append the field to the hit as received
