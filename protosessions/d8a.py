@@ -106,25 +106,33 @@ def _day(n: int) -> str:
 
 
 _KEY = b'"AuthoritativeClientID"'
-_VALUE = re.compile(rb'"AuthoritativeClientID"\s*:\s*(?:"(?:[^"\\]|\\.)*"|null)')
+_VALUE_AT = re.compile(rb'\s*:\s*("(?:[^"\\]|\\.)*"|null)')  # after the key: its value
 # `\u0041`..`\u007f`: the only escapes that spell a letter of the key; without
 # one anywhere, the top-level key can only be spelled plainly.
 _ESCAPED_LETTER = re.compile(rb"\\u00[4-7][0-9a-fA-F]")
 
 
+def plain_once(raw: bytes) -> bool:
+    """Whether `AuthoritativeClientID` occurs once in the raw hit, spelled
+    plainly: then, where the hit has the field at the top level, that one
+    occurrence is it (no escaped spelling of it can hide elsewhere)."""
+    return raw.count(_KEY) == 1 and (b"\\" not in raw or _ESCAPED_LETTER.search(raw) is None)
+
+
 def with_acid(raw: bytes, acid: str, has_field: bool) -> bytes:
     """The raw d8a hit with top-level `AuthoritativeClientID` set to `acid`,
     every other byte as received (SPEC: a session's hits hold such hits as
-    received). d8a always writes the field: where its spelling is plain and
-    unique its value is replaced by a regex; otherwise the top-level object
-    is scanned, so nested objects are never touched."""
+    received). d8a always writes the field: where it is spelled plainly and
+    once, its value is replaced in place; otherwise the top-level object is
+    scanned, so however the key is spelled every top-level value is set and
+    nested objects are never touched."""
     value = orjson.dumps(acid)
     if not has_field:
         return raw.rstrip()[:-1] + b',"AuthoritativeClientID":' + value + b"}"
-    if raw.count(_KEY) == 1 and _ESCAPED_LETTER.search(raw) is None:
-        out, n = _VALUE.subn(lambda _: _KEY + b":" + value, raw, count=1)
-        if n:
-            return out
+    if plain_once(raw):
+        m = _VALUE_AT.match(raw, raw.find(_KEY) + len(_KEY))
+        if m:
+            return raw[:m.start(1)] + value + raw[m.end(1):]
     pieces, last = [], 0
     for start, end in _top_level_values(raw, ACID_FIELD):
         pieces += (raw[last:start], value)

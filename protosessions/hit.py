@@ -51,7 +51,12 @@ class Hit(msgspec.Struct, array_like=True, eq=False, gc=False):
     key: tuple[str, str]
     order: bytes = b""
     params: tuple[str, str | None, str | None, str | None, bool] = NO_PARAMS
-    d8a_form: bool = False  # in the d8a form: its ACID is written back as `AuthoritativeClientID`
+    # 0: the SPEC form. 1: the d8a form (its ACID is written back as
+    # `AuthoritativeClientID`). 2: the d8a form whose `AuthoritativeClientID`,
+    # as a JSON reader reads it (the last of a repeated key), is its
+    # `ClientID`, as d8a writes it: while its ACID is its ClientID, it is
+    # written back as received.
+    d8a_form: int = 0
 
     def repoint(self, acid: str) -> None:
         """Identity joining: the hit now belongs to `acid`; keeps `key` in step."""
@@ -482,8 +487,9 @@ def parse_d8a_hit(raw: bytes, settings: Settings, wall_now_us: int | None,
                 acid = aci or cid  # "" and null: not set (UNSET is falsy too)
                 jk = (_join_key(uid, qp, r.IP, settings) if settings.identity_rules == "classic"
                       else _d8a_join_key(pid, t, r.IP, qp, r.Headers, settings))
+                form = 2 if aci == cid else 1
                 return Hit(t, clock if clock > t else t, k.ID, pid, cid, acid, uid, jk, raw,
-                           aci is not _UNSET, (pid, acid), params=hit_params(qp), d8a_form=True)
+                           aci is not _UNSET, (pid, acid), params=hit_params(qp), d8a_form=form)
     res = check_d8a(raw, settings, wall_now_us)
     if res.__class__ is str:
         return res  # type: ignore[return-value]
@@ -491,9 +497,10 @@ def parse_d8a_hit(raw: bytes, settings: Settings, wall_now_us: int | None,
     cid = fields["client_id"]
     acid = fields.get("authoritative_client_id") or cid
     pid = fields["property_id"]
+    form = 2 if obj.get(d8a.ACID_FIELD) == cid else 1
     return Hit(t, max(clock, t), fields["id"], pid, cid, acid, fields["user_id"] or None,
                join_key(fields, settings, t), raw, d8a.ACID_FIELD in obj, (pid, acid),
-               params=hit_params(fields["query_params"]), d8a_form=True)
+               params=hit_params(fields["query_params"]), d8a_form=form)
 
 
 def check_d8a(raw: bytes, settings: Settings, wall_now_us: int | None

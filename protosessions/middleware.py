@@ -153,7 +153,8 @@ def append_hit(ps: ProtoSession, hit: Hit, t: int, keep_raw: bool = True) -> Non
     if not keep_raw:
         raw = b""
     elif hit.d8a_form:  # SPEC "The d8a form": written back as `AuthoritativeClientID`
-        raw = d8a.with_acid(raw, hit.acid, hit.has_acid)
+        if hit.d8a_form == 1 or hit.acid != hit.client_id:  # 2: it already holds the ACID
+            raw = d8a.with_acid(raw, hit.acid, hit.has_acid)
     elif hit.has_acid or raw[-1:] != b"}":
         raw = with_acid(raw, hit.acid, hit.has_acid)
     else:  # the common case: append the field to the hit as received

@@ -210,6 +210,31 @@ def test_written_back_byte_for_byte_but_the_field() -> None:
                                                          b'"AuthoritativeClientID":"c1"')
 
 
+def test_a_hit_that_already_holds_its_acid_is_written_back_as_received() -> None:
+    """d8a writes `AuthoritativeClientID` = `ClientID`: while the hit keeps
+    that ACID its bytes go out untouched; joined to another, the field changes."""
+    raw = d8a_hit()
+    assert both_paths(raw).d8a_form == 2
+    [(_, record)] = Engine(D8A_FORM, future_check=False).run([raw])
+    assert b'"hits":[' + raw + b"]" in record
+    joined = d8a_hit(ID="h2", ClientID="c2", AuthoritativeClientID="c2",
+                     Request__ServerReceivedTime="2026-12-01T21:13:11Z")
+    [hits] = _session_hits([raw, joined])
+    assert hits[1]["AuthoritativeClientID"] == "c1" and hits[1]["ClientID"] == "c2"
+    for other in (d8a_hit(AuthoritativeClientID=""), d8a_hit(AuthoritativeClientID="c9"),
+                  d8a_hit(AuthoritativeClientID=_DELETE)):
+        assert both_paths(other).d8a_form == 1
+    # a repeated key: JSON readers (orjson, msgspec, Go, JavaScript) take the last one
+    repeated = raw.replace(b'"AuthoritativeClientID":"c1"',
+                           b'"AuthoritativeClientID":"x","AuthoritativeClientID":"c1"')
+    assert orjson.loads(repeated)["AuthoritativeClientID"] == "c1"
+    assert both_paths(repeated).d8a_form == 2
+    last_differs = raw[:-1] + b',"AuthoritativeClientID":"x"}'
+    assert both_paths(last_differs).acid == "x" and both_paths(last_differs).d8a_form == 1
+    [[out]] = _session_hits([last_differs], replace(D8A_FORM, join_by_session_stamp=False))
+    assert out["AuthoritativeClientID"] == "x"
+
+
 @pytest.mark.parametrize("raw", [
     b'{"ID":"h","ClientID":"c","PropertyID":"p","Request":{"ServerReceivedTime":'
     b'"2025-01-01T00:00:00Z"}}',  # no field: appended
