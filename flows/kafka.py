@@ -16,6 +16,7 @@ from confluent_kafka import KafkaError, Producer
 from protosessions import stats
 from protosessions.closer import Requeue
 
+from . import stop
 from .kafka_admin import rate_limited_kafka_logger
 
 PRODUCER_DEFAULTS = {
@@ -46,6 +47,10 @@ class _ProducerPartition(StatelessSinkPartition[Any]):
             self._delivered += 1
 
     def write_batch(self, items: list[Any]) -> None:
+        with stop.writing():
+            self._write_batch(items)
+
+    def _write_batch(self, items: list[Any]) -> None:
         produce, poll = self._producer.produce, self._producer.poll
         topic, callback = self._topic, self._on_delivery
         for item in items:

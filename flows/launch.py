@@ -7,6 +7,10 @@ intervals as protosessions does (`PROTOSESSIONS_SNAPSHOT_INTERVAL`,
 `PROTOSESSIONS_BACKUP_INTERVAL`, with the defaults of `protosessions run`),
 and this module hands them to Bytewax in its spelling before running its
 launcher on the flow. Setting both spellings differently is refused.
+
+In a pod of a cluster (`BYTEWAX_HOSTFILE_PATH` set) the launcher runs under
+`flows.supervisor`, which re-forms the cluster when a peer goes away instead
+of letting the pod crash (set `PROTOSESSIONS_SUPERVISED=1` to run it bare).
 """
 
 from __future__ import annotations
@@ -16,9 +20,8 @@ import runpy
 import sys
 from typing import Mapping, Sequence
 
-from protosessions.units import parse_duration_us
-
-from .options import BY_DEST
+from . import supervisor
+from .options import BY_DEST, duration_us
 
 # (our option, the variable bytewax.run reads in whole seconds)
 INTERVALS = (("snapshot_interval", "BYTEWAX_SNAPSHOT_INTERVAL"),
@@ -34,7 +37,7 @@ def bytewax_env(environ: Mapping[str, str]) -> dict[str, str]:
         text = environ.get(option.env)
         if text is None and theirs in environ:  # only Bytewax's spelling: leave it
             continue
-        us = parse_duration_us(text if text is not None else option.default)
+        us = duration_us(option, text if text is not None else option.default)
         if us % 1_000_000:
             raise ValueError(f"{option.env}={text}: Bytewax takes whole seconds")
         seconds = str(us // 1_000_000)
@@ -51,7 +54,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as e:
         print(f"flows.launch: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    sys.argv = ["bytewax.run", "flows.sessions:flow", *(sys.argv[1:] if argv is None else argv)]
+    args = list(sys.argv[1:] if argv is None else argv)
+    hostfile = os.environ.get("BYTEWAX_HOSTFILE_PATH")
+    if hostfile and os.environ.get(supervisor.SUPERVISED) != "1":
+        raise SystemExit(supervisor.main(args, hostfile))
+    sys.argv = ["bytewax.run", "flows.sessions:flow", *args]
     runpy.run_module("bytewax.run", run_name="__main__", alter_sys=True)
 
 

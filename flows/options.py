@@ -10,10 +10,12 @@ on one line separated by commas (see `split_list`).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from protosessions.config import EVICTION_STRATEGIES, SESSION_HITS, Settings
+from protosessions.config import (EVICTION_STRATEGIES, IDENTITY_RULES, INPUT_FORMATS,
+                                  SESSION_HITS, Settings)
 from protosessions.units import parse_duration_us
 
 ENV_PREFIX = "PROTOSESSIONS_"
@@ -24,7 +26,7 @@ class Option:
     name: str  # flag without dashes, e.g. "session-duration"
     default: Any
     help: str
-    kind: str = "str"  # str | int | bool | list
+    kind: str = "str"  # str | int | bool | list | duration (a run's own, in microseconds)
     engine: bool = False  # part of `Settings`
     choices: tuple[str, ...] = ()  # the only values allowed (kind str), shown in help
 
@@ -58,6 +60,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("max-future-skew", "10m", "hits further ahead of the wall clock are rejected", engine=True),
     Option("session-hits", "full", "a session record's hits: full (the hits), ids (their ids) "
            "or none (left out)", engine=True, choices=SESSION_HITS),
+    Option("input-format", "spec", "how a hit is written: spec (SPEC table) or d8a (as d8a's "
+           "receiver publishes it; sessions' hits are written back in that form)", engine=True,
+           choices=INPUT_FORMATS),
+    Option("identity-rules", "classic", "classic (stamp = sessionStamp or IP, one join key) or "
+           "d8a (d8a v1.4: stamp of fss or headers, IP, property and day; user ID and stamp "
+           "both claimed)", engine=True, choices=IDENTITY_RULES),
     Option("shards", 64, "key groups of the session step; keep it fixed across resumes", "int", engine=True),
     Option("identity-shards", 16, "key groups of the identity step (by join key); keep it fixed "
            "across resumes", "int", engine=True),
@@ -67,13 +75,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("dead-letter-topic", "hits.dead", "Kafka topic to write rejected hits to"),
     Option("kafka-config", (), "librdkafka setting key=value (repeatable)", "list"),
     Option("kafka-timeout", "30s", "Kafka: how long the start waits for the broker to answer and "
-           "show the hits, sessions and dead-letter topics; past it the run fails (exit 2)"),
+           "show the hits, sessions and dead-letter topics; past it the run fails (exit 2)",
+           "duration"),
     Option("skip-catching-up", False, "after downtime, start the clock at wall time", "bool"),
     Option("until-end", False, "Kafka: read the hits topic to its current end, then close "
            "everything as end_of_input and stop, like a file (backfills, tests)", "bool"),
     Option("recovery-dir", None, "Bytewax recovery directory (see `protosessions recovery init`)"),
-    Option("snapshot-interval", "10s", "how often state is snapshotted (Bytewax epoch)"),
-    Option("backup-interval", "0s", "how long old snapshots are kept for"),
+    Option("snapshot-interval", "10s", "how often state is snapshotted (Bytewax epoch)", "duration"),
+    Option("backup-interval", "0s", "how long old snapshots are kept for", "duration"),
     Option("batch-size", 2000, "hits read per batch", "int"),
     Option("max-held-hits", 200000, "hits a process may hold back for the time merge before "
            "it pauses reading the partitions that are ahead", "int"),
@@ -203,28 +212,94 @@ def unknown_env(environ: Mapping[str, str] | None = None) -> list[str]:
     otherwise silently leave an option at its default)."""
     environ = os.environ if environ is None else environ
     known = {o.env for o in OPTIONS} | {ENV_PREFIX + "DEBUG", ENV_PREFIX + "TEST_KAFKA"}
-    return sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
+    return sorted(k for k, v in environ.items()
+                  if k.startswith(ENV_PREFIX) and k not in known and not service_link(k, v))
+
+
+# What Kubernetes puts into a pod for each Service of its namespace (unless
+# enableServiceLinks is false): PROTOSESSIONS_METRICS_SERVICE_HOST=198.19.0.7,
+# ..._SERVICE_PORT[_API]=3030, ..._PORT=tcp://198.19.0.7:3030,
+# ..._PORT_3030_TCP[_PROTO|_PORT|_ADDR]=... for the Service protosessions-metrics.
+_LINK_VALUE = {
+    "SERVICE_HOST": r"[0-9a-fA-F.:]+", "SERVICE_PORT": r"\d+", "PORT": r"(tcp|udp|sctp)://\S+",
+    "TCP": r"(tcp|udp|sctp)://\S+", "UDP": r"(tcp|udp|sctp)://\S+", "SCTP": r"(tcp|udp|sctp)://\S+",
+    "PROTO": r"tcp|udp|sctp", "ADDR": r"[0-9a-fA-F.:]+",
+}
+_LINK_NAME = re.compile(r"_(?:(SERVICE_HOST)|(SERVICE_PORT)(?:_[A-Z0-9_]+)?|(PORT)"
+                        r"|PORT_\d+_(TCP|UDP|SCTP)|PORT_\d+_(?:TCP|UDP|SCTP)_(PROTO|PORT|ADDR))$")
+
+
+def service_link(name: str, value: str) -> bool:
+    """Whether `name=value` is one of Kubernetes' service-link variables."""
+    m = _LINK_NAME.search(name)
+    if not m:
+        return False
+    kind = next(g for g in m.groups() if g)
+    pattern = r"\d+" if kind == "PORT" and name.endswith(("_TCP_PORT", "_UDP_PORT", "_SCTP_PORT")) \
+        else _LINK_VALUE[kind]
+    return re.fullmatch(pattern, value) is not None
+
+
+def duration_us(option: Option, text: Any) -> int:
+    """A `duration` option's text in microseconds; the one place a run's own
+    durations are parsed (ValueError as `protosessions run` words it)."""
+    try:
+        return parse_duration_us(text)
+    except ValueError as e:
+        if option.dest == "kafka_timeout":
+            raise ValueError(f"--kafka-timeout: {e}") from None
+        raise
+
+
+# Options a `RunConfig` holds typed, not as text: the engine's (in
+# `settings`), the run's durations (`<name>_us`) and the Kafka settings.
+TYPED = frozenset({o.dest for o in OPTIONS if o.engine or o.kind == "duration"} | {"kafka_config"})
 
 
 @dataclass
 class RunConfig:
-    """Everything a run needs: engine settings plus where data comes from and goes."""
+    """Everything a run needs, parsed once where the command line or the
+    environment is read (`from_values`): engine settings in microseconds and
+    bytes (`settings`), the run's own durations in microseconds, the
+    librdkafka settings as a dict. Below it nothing parses a duration or a size.
 
-    settings: Settings
+    `values` keeps the options as given: the resume record compares that
+    text (`flows.recovery.resume_record`), and the other options (paths,
+    topics, counts) are read from it by name."""
+
+    settings: Settings = field(default_factory=Settings)
     values: dict[str, Any] = field(default_factory=dict)
+    kafka_timeout_us: int = parse_duration_us(BY_DEST["kafka_timeout"].default)
+    snapshot_interval_us: int = parse_duration_us(BY_DEST["snapshot_interval"].default)
+    backup_interval_us: int = parse_duration_us(BY_DEST["backup_interval"].default)
+    kafka_settings: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> "RunConfig":
-        return cls(engine_settings(values), dict(values))
+        """Parse option values (text, as flags or variables give them); a
+        ValueError says which is wrong, in one line."""
+        settings = engine_settings(values)
+        typed = {o.dest + "_us": duration_us(o, values.get(o.dest, o.default))
+                 for o in OPTIONS if o.kind == "duration"}
+        conf = kafka_config(tuple(values.get("kafka_config") or ()))
+        return cls(settings, dict(values), kafka_settings=conf, **typed)
 
     def __getattr__(self, name: str) -> Any:
-        """Option values by name; an option not given has its default."""
+        """Option values by name; an option not given has its default. The
+        typed ones are refused: read `settings`, `<name>_us` or `kafka_settings`."""
         values = self.__dict__["values"]
+        if name in TYPED:
+            raise AttributeError(f"RunConfig.{name} is parsed: read settings.{name}(_us), "
+                                 f"{name}_us or kafka_settings; given() has the text")
         if name in values:
             return values[name]
         if name in BY_DEST:
             return BY_DEST[name].default
         raise AttributeError(name)
+
+    def given(self, name: str) -> Any:
+        """An option as it was given (its default if it was not)."""
+        return self.values.get(name, BY_DEST[name].default)
 
     @property
     def streaming(self) -> bool:
@@ -240,13 +315,9 @@ class RunConfig:
         inputs = [os.path.abspath(p) if p != "-" else p for p in self.input]
         if len(set(inputs)) != len(inputs):
             raise ValueError("--input: the same file is given twice")
-        try:
-            timeout = parse_duration_us(self.kafka_timeout)
-        except ValueError as e:
-            raise ValueError(f"--kafka-timeout: {e}") from None
-        if timeout <= 0:
+        if self.kafka_timeout_us <= 0:
             raise ValueError("--kafka-timeout must be more than 0s")
-        weak = weakened_delivery(kafka_config(self.kafka_config))
+        weak = weakened_delivery(self.kafka_settings)
         if weak:
             raise ValueError(f"--kafka-config {weak} would allow lost or duplicated sessions: "
                              "the sink needs enable.idempotence=true and acks=all (leave both unset)")

@@ -9,6 +9,9 @@
 #
 # Environment:
 #   KAFKA_PORT             client port (default 9092)
+#   KAFKA_HOST             address the client listener binds and advertises
+#                          (default 127.0.0.1; the local cluster's pods reach
+#                          the broker at its node address, scripts/k8s-e2e.sh)
 #   KAFKA_CONTROLLER_PORT  KRaft controller port (default KAFKA_PORT+1)
 #   KAFKA_VERSION          org.apache.kafka:kafka_2.13 version, 4.x (default 4.1.1)
 #   KAFKA_CACHE            jar cache (default ~/.cache/protosessions-kafka)
@@ -31,7 +34,8 @@ if [[ -n "${JAVA:-}" ]]; then :
 elif [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then JAVA="$JAVA_HOME/bin/java"
 else JAVA=java; fi
 
-ADDR="127.0.0.1:$KAFKA_PORT"
+KAFKA_HOST="${KAFKA_HOST:-127.0.0.1}"
+ADDR="$KAFKA_HOST:$KAFKA_PORT"
 LIBS="$KAFKA_CACHE/$KAFKA_VERSION/libs"
 PID_FILE="$KAFKA_DATA/kafka.pid"
 LOG_FILE="$KAFKA_DATA/kafka.log"   # log4j2 output of the broker
@@ -56,7 +60,7 @@ broker_pid() {
   echo "$pid"
 }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port_open() { (exec 3<>"/dev/tcp/${2:-$KAFKA_HOST}/$1") 2>/dev/null; }
 
 # Download kafka_2.13 + runtime deps once per version (under a lock, so that two
 # concurrent starts on different ports don't race); later starts are offline.
@@ -97,8 +101,8 @@ write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
@@ -150,9 +154,9 @@ cmd_start() {
   if broker_pid >/dev/null; then echo "$ADDR"; return 0; fi
   local t0=$SECONDS
   fetch_libs
-  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
-    port_open "$p" && die "port $p is already in use by something not started by this script"
-  done
+  port_open "$KAFKA_PORT" && die "port $KAFKA_PORT is already in use by something not started by this script"
+  port_open "$KAFKA_CONTROLLER_PORT" 127.0.0.1 \
+    && die "port $KAFKA_CONTROLLER_PORT is already in use by something not started by this script"
 
   if [[ "${KAFKA_KEEP_DATA:-0}" == 1 && -f "$KAFKA_DATA/server.properties" ]]; then
     # Restart on the existing storage: topics and messages survive (outage tests).
