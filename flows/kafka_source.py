@@ -17,11 +17,17 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient
 
 from protosessions.config import Settings
+from protosessions.timefmt import wall_now_us
 
 from .kafka_admin import rate_limited_kafka_logger
 from .sources import Batch, Raw, ReaderPartition
 
-IDLE = timedelta(milliseconds=5)  # how soon an empty partition is polled again
+# How soon a drained partition is read again. A live stream's hits wait up
+# to this long to be read, so that a poll reads IDLE's worth of them: the
+# job's work per poll (one call per step, per shard a hit goes to) is paid
+# per IDLE, not per hit or two, and an idle topic costs 1/IDLE polls a second.
+IDLE = timedelta(milliseconds=50)
+IDLE_US = IDLE // timedelta(microseconds=1)
 METADATA_TIMEOUT_S = 10.0
 
 
@@ -58,8 +64,16 @@ class _Partition(ReaderPartition):
         self._caught_up = caught_up
         return out, caught_up and not self._tail, caught_up
 
+    def drained(self, read: int) -> bool:
+        """A read short of a whole batch had all the partition held."""
+        return read < self._batch
+
     def idle_until(self) -> Optional[datetime]:
-        return datetime.now(timezone.utc) + IDLE
+        """The next multiple of IDLE in wall time: every drained partition of
+        the process is read again at the same moment, so one activation of
+        the dataflow carries all their hits (fewer, fuller calls)."""
+        step = IDLE_US
+        return datetime.fromtimestamp((wall_now_us() // step + 1) * step / 1e6, timezone.utc)
 
     def position(self) -> int:
         return self._next

@@ -90,11 +90,12 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
     op.output("write_dead_letters", op.flat_map_batch("rejects", read, dead_letters(dead_key)),
               dead_sink)
     by_join_key = op.flat_map_batch("key_by_join_key", read,
-                                    to_identity(ishards, settings.identity_rules == "d8a"))
+                                    to_identity(ishards, settings,
+                                                settings.identity_rules == "d8a"))
     joined = op.stateful_batch("identity", by_join_key,
                                lambda resume: IdentityLogic(settings, resume, finite, ishards,
                                                             snapshots))
-    by_acid = op.flat_map_batch("key_by_acid", joined, to_sessions(settings.shards))
+    by_acid = op.flat_map_batch("key_by_acid", joined, to_sessions(settings.shards, settings))
     idle_us = settings.tick_us  # idle: no hit for a tick of wall time
     stores = None
     if snapshots and state_dir:

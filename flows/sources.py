@@ -71,13 +71,18 @@ class ReaderPartition(StatefulSourcePartition[Batch, tuple]):
         progress = self.reader.progress(ended or caught_up)
         self.read_clock.now = self.reader.m
         self._ended = ended
-        self._wait = None if hits or dead or ended else self.idle_until()
+        self._wait = None if ended or not self.drained(len(raws)) else self.idle_until()
         if not hits and not dead and progress is None:
             return []
         return [(hits, dead, progress)]
 
+    def drained(self, read: int) -> bool:
+        """Whether a read of `read` raw items left nothing to read for now
+        (then the next read waits for `idle_until`)."""
+        return not read
+
     def idle_until(self) -> Optional[datetime]:
-        """When to look again after a read that found nothing (None: at once)."""
+        """When to look again after a read that drained the partition (None: at once)."""
         return None
 
     def next_awake(self) -> Optional[datetime]:

@@ -16,7 +16,7 @@ from protosessions import stats
 from protosessions.clock import Clock, WallFollowingClock
 from protosessions.config import Settings
 from protosessions.engine import IdentityShard, SessionShard, identity_shard, session_shard
-from protosessions.hit import Hit, HitBatch
+from protosessions.hit import Hit
 from protosessions.merge import END, MergeBuffer, Watermark
 from protosessions.middlewares.identity import ClaimTable
 from protosessions.state import ShardState, check_version
@@ -25,6 +25,7 @@ from protosessions.timefmt import format_time_us, wall_now_us
 from . import metrics, stop
 from .backlog import backlog
 from .placement import shard_keys
+from .routing import PerWorker, Router
 
 if TYPE_CHECKING:
     from .state_store import ShardStores
@@ -49,38 +50,6 @@ def dead_letters(key: str | None) -> Callable[[list], list]:
     return rejects
 
 
-def _spread(parts: Iterable[tuple[list, Optional[tuple]]], names: tuple[str, ...],
-            shard: Callable[[Any], int]) -> list:
-    """`(routing key, (shard number, hits, progresses))` items from a batch of
-    upstream `(hits, progress or None)` parts: each shard's hits in arrival
-    order, and every progress in the batch, in order, to every shard. One
-    item per shard and batch, however many upstream parts spoke: the fan-out
-    of progress costs a shard per batch, not a shard per upstream part.
-    `names[i]` is shard `i`'s routing key (`flows.placement`)."""
-    groups: dict[int, list] = {}
-    progresses: list[tuple] = []
-    single = len(names) == 1
-    for hits, progress in parts:
-        if progress is not None:
-            progresses.append(progress)
-        if single:
-            if hits:
-                groups.setdefault(0, HitBatch()).extend(hits)
-            continue
-        for h in hits:
-            i = shard(h)
-            g = groups.get(i)
-            if g is None:
-                groups[i] = HitBatch((h,))
-            else:
-                g.append(h)
-    if not progresses:
-        return [(names[i], (i, hs, ())) for i, hs in groups.items()]
-    sent = tuple(progresses)
-    return [(name, (i, groups.get(i, _NONE), sent)) for i, name in enumerate(names)]
-
-
-_NONE = HitBatch()  # no hits for a shard (never appended to)
 _CACHED_KEYS = 1 << 16  # shards remembered per step; then forgotten at once
 
 
@@ -110,30 +79,55 @@ def _session_key_of(h: Any) -> tuple:
     return h.key if h.__class__ is Hit else (h.property_id, h.acid)  # else an Evict
 
 
+def heartbeat_s(settings: Settings) -> float:
+    """How often a router tells every shard the progress it missed: half a
+    tick, so a shard's wall-following anchor is never a tick old while hits
+    still arrive (`flows.routing`)."""
+    return settings.tick_us / 2e6
+
+
 def _property_of(h: Hit) -> tuple:
     return (h.property_id,)
 
 
-def to_identity(shards: int, by_property: bool = False) -> Callable[[list], list]:
+def to_identity(shards: int, settings: Settings, by_property: bool = False
+                ) -> Callable[[list], list]:
     """Source batches -> identity shard items (by join key; `by_property`:
     by property, for identity rules `d8a`)."""
     shard = (_remembered(lambda h: identity_shard(h, shards, True), _property_of) if by_property
              else _remembered(lambda h: identity_shard(h, shards), _join_key_of))
     names = shard_keys("i", shards)
+    beat = heartbeat_s(settings)
+    return PerWorker(lambda: Router(names, shard, beat),
+                     lambda batch: ((hits, progress) for hits, _, progress in batch))
 
-    def route(batch: list) -> list:
-        return _spread(((hits, progress) for hits, _, progress in batch), names, shard)
-    return route
 
-
-def to_sessions(shards: int) -> Callable[[list], list]:
+def to_sessions(shards: int, settings: Settings) -> Callable[[list], list]:
     """Identity output -> session shard items (by `(property_id, ACID)`, now final)."""
     shard = _remembered(lambda h: session_shard(h, shards), _session_key_of)
     names = shard_keys("s", shards)
+    beat = heartbeat_s(settings)
+    deadline = close_deadline(settings)
+    return PerWorker(lambda: Router(names, shard, beat, deadline),
+                     lambda batch: (v for _, v in batch))
 
-    def route(batch: list) -> list:
-        return _spread((v for _, v in batch), names, shard)
-    return route
+
+def close_deadline(settings: Settings) -> Callable[[Any], int]:
+    """The first clock at which the clock alone could close the proto-session
+    a hit was stored in: the wheel bucket after its expiry
+    (`CloseTrigger`); a later hit only moves that later. An `Evict` is due
+    at once (it closes nothing)."""
+    tick = settings.tick_us
+    after = settings.session_duration_us + settings.allowed_lateness_us
+
+    def deadline(h: Any) -> int:
+        if h.__class__ is not Hit:
+            return 0
+        e = h.t + after
+        if h.clock >= e:
+            e = h.clock + 1
+        return (e // tick + 1) * tick
+    return deadline
 
 
 class _Merging:
@@ -234,7 +228,9 @@ class IdentityLogic(_Merging, StatefulBatchLogic[tuple, tuple, tuple]):
         return self._pass_on(self.release_all(), END), self.RETAIN
 
     def notify_at(self) -> Optional[datetime]:
-        return None if self.shard.empty else _next_tick(max(self.settings.tick_us, 1_000_000))
+        """Never: only progress moves this step's clock, and it comes as items
+        (lapsed claims are forgotten when the shard next hears of it)."""
+        return None
 
     def snapshot(self) -> Optional[tuple]:
         if not self.snapshots:
@@ -308,18 +304,20 @@ class SessionLogic(_Merging, StatefulBatchLogic[tuple, Any, tuple]):
         return closed, self.RETAIN
 
     def notify_at(self) -> Optional[datetime]:
-        """Every tick; streaming, also just when an idle clock passes the next
-        wheel bucket, so a quiet stream's close is late by at most a tick."""
-        if self.shard.empty:
+        """Only streaming, with every partition caught up (else only progress,
+        which comes as items, moves the clock): just when the idle clock
+        passes the next wheel bucket, so a quiet stream's close is late by at
+        most a tick. A shard with nothing open never wakes."""
+        if not self.following or self.shard.empty or self.marks.watermark() < END:
+            return None
+        nb = self.shard.state.wheel.next_bucket()
+        if nb is None:
             return None
         tick = self.settings.tick_us
-        nb = self.shard.state.wheel.next_bucket()
-        if self.following and nb is not None:
-            due = self.clock.wall_at((nb + 1) * tick)  # type: ignore[attr-defined]
-            now = wall_now_us()
-            if due < now + tick:
-                return datetime.fromtimestamp(max(due, now) / 1e6, timezone.utc)
-        return _next_tick(tick)
+        due = self.clock.wall_at((nb + 1) * tick)  # type: ignore[attr-defined]
+        if not due:  # no anchor yet
+            return _next_tick(tick)
+        return datetime.fromtimestamp(max(due, wall_now_us()) / 1e6, timezone.utc)
 
     def snapshot(self) -> Optional[tuple]:
         if not self.snapshots:

@@ -108,34 +108,51 @@ class Watermark:
     step may assume, never beyond a hit still to come.
     """
 
-    __slots__ = ("marks", "expected")
+    __slots__ = ("marks", "expected", "_w", "_clock")
 
     def __init__(self) -> None:
         self.marks: dict[int, tuple[int, bool, int]] = {}
         self.expected = 0
+        self._w: int | None = None  # watermark() and clock() until the next update
+        self._clock = 0
 
     def update(self, p: Progress) -> None:
         source, m, done, count, clock = p
-        self.marks[source] = (m, done, clock)
-        self.expected = count
+        mark = (m, done, clock)
+        if self.marks.get(source) != mark or count != self.expected:
+            self.marks[source] = mark
+            self.expected = count
+            self._w = None
 
     def watermark(self) -> int:
-        marks = self.marks
-        if len(marks) < self.expected or not marks:
-            return -1
-        w = END
-        for m, done, _ in marks.values():
-            if not done and m < w:
-                w = m
+        w = self._w
+        if w is None:
+            w = self._compute()
         return w
 
     def clock(self) -> int:
         """`min(watermark, greatest clock upstream)`: the greatest `M` read
         is the clock once everything before the watermark has been handled."""
-        if not self.marks:
-            return 0
-        top = max(c for _, _, c in self.marks.values())
-        return max(0, min(self.watermark(), top))
+        if self._w is None:
+            self._compute()
+        return self._clock
+
+    def _compute(self) -> int:
+        """Both figures at once, kept until the marks change (a keyed step
+        asks for them several times a batch)."""
+        marks = self.marks
+        w = END
+        top = 0
+        for m, done, c in marks.values():
+            if not done and m < w:
+                w = m
+            if c > top:
+                top = c
+        if len(marks) < self.expected or not marks:
+            w = -1
+        self._clock = max(0, min(w, top)) if marks else 0
+        self._w = w
+        return w
 
     def snapshot(self) -> tuple:
         return (self.expected, tuple(self.marks.items()))
@@ -147,6 +164,7 @@ class Watermark:
         w = cls()
         w.expected = snap[0]
         w.marks = {source: (m, False, c) for source, (m, _, c) in snap[1]}
+        w._w = None
         return w
 
 
