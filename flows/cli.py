@@ -14,17 +14,15 @@ import importlib.metadata
 import os
 import signal
 import sys
-import threading
 import time
 from typing import Any, Sequence
 
 from protosessions import stats
-from .options import BY_DEST, OPTIONS, from_env, parse_bool, split_list
 from protosessions.units import parse_duration_us
 
-
-class UsageError(Exception):
-    """A problem the user fixes by changing the command (exit code 2)."""
+from .options import BY_DEST, OPTIONS, from_env, parse_bool, split_list
+from .progress import Progress, final_line
+from .usage import UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,10 +38,10 @@ class _Parser(argparse.ArgumentParser):
 
 # `run --help` sections, in the order Bytewax's launcher would show them.
 RUN_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("input and output", ("input", "output", "dead-letter")),
+    ("input and output", ("input", "output", "dead-letter", "input-format")),
     ("sessions", ("session-duration", "tick-interval", "max-events", "max-duration",
                   "allowed-lateness", "join-by-session-stamp", "join-by-user-id",
-                  "eviction-strategy", "session-hits", "max-hit-bytes", "max-future-skew")),
+                  "eviction-strategy", "identity-rules", "session-hits", "max-hit-bytes", "max-future-skew")),
     ("Kafka", ("kafka-brokers", "hits-topic", "sessions-topic", "dead-letter-topic",
                "kafka-config", "kafka-timeout", "until-end", "skip-catching-up")),
     ("recovery", ("recovery-dir", "snapshot-interval", "backup-interval")),
@@ -147,6 +145,32 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"how long to wait for the broker before failing [env {timeout.env}] "
                              "(default: %(default)s)")
 
+    bridge = sub.add_parser(
+        "d8a-bridge", help="take d8a's worker's place on its filesystem queue: its hits to Kafka",
+        description="Reads d8a's filesystem queue (the receiver's .task files) in name order, "
+                    "produces each hit, in the d8a form, to the hits topic keyed by ClientID, and "
+                    "deletes a task once every hit of it is acknowledged. Run the job with "
+                    "--input-format d8a (docs/d8a.md).")
+    bridge.add_argument("--queue", required=True,
+                        help="d8a's queue directory (its receiver's queue directory; no default)")
+    bridge.add_argument("--kafka-brokers", default=os.environ.get("PROTOSESSIONS_KAFKA_BROKERS"),
+                        help="HOST:PORT[,HOST:PORT] [env PROTOSESSIONS_KAFKA_BROKERS] "
+                             "(default: %(default)s)")
+    bridge.add_argument("--hits-topic", default=os.environ.get("PROTOSESSIONS_HITS_TOPIC", "hits"),
+                        help="topic to produce to [env PROTOSESSIONS_HITS_TOPIC] "
+                             "(default: %(default)s)")
+    bridge.add_argument("--poll-interval", default="500ms",
+                        help="how often an empty queue is looked at again (default: %(default)s)")
+    bridge.add_argument("--until-empty", action="store_true",
+                        help="stop once the queue holds no task (default: follow it)")
+    bridge.add_argument("--kafka-config", action="append",
+                        default=list(split_list(os.environ.get("PROTOSESSIONS_KAFKA_CONFIG", ""))),
+                        help="librdkafka setting key=value, repeatable (default: none, or the pairs "
+                             "in PROTOSESSIONS_KAFKA_CONFIG, not shown: they may hold secrets)")
+    bridge.add_argument("--kafka-timeout", default=os.environ.get(timeout.env, timeout.default),
+                        help=f"how long the start waits for the broker and the topic [env "
+                             f"{timeout.env}] (default: %(default)s)")
+
     rec = sub.add_parser("recovery", help="Bytewax recovery directory")
     rsub = rec.add_subparsers(dest="recovery_command", required=True, parser_class=_Parser)
     init = rsub.add_parser("init", help="create the recovery partitions")
@@ -167,58 +191,6 @@ def _run_values(args: argparse.Namespace) -> dict[str, Any]:
         if o.kind == "bool" and isinstance(values[o.dest], str):
             values[o.dest] = parse_bool(values[o.dest])
     return values
-
-
-class Progress:
-    """Prints counts to stderr every few seconds while a run goes on; on
-    Kafka (`sessions_topic`) sessions count once the broker acknowledged them."""
-
-    def __init__(self, sessions_topic: str | None = None, every: float = 5.0) -> None:
-        self.every = every
-        self.sessions_topic = sessions_topic
-        self.start = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> "Progress":
-        self.start = time.monotonic()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every):
-            print(progress_line(stats.totals(), time.monotonic() - self.start,
-                                self.sessions_topic), file=sys.stderr, flush=True)
-
-
-def progress_line(t: dict, seconds: float, sessions_topic: str | None = None) -> str:
-    """The line printed every few seconds: what was read, what is open, what
-    closed (on Kafka: sessions the broker acknowledged)."""
-    sessions = _closed(t) if sessions_topic is None else t[stats.delivered(sessions_topic)]
-    return (f"protosessions: {t['hits_read']} hits read, {t['open']} open proto-sessions, "
-            f"{sessions} sessions, {t['dead_letters']} dead letters, {seconds:.0f}s")
-
-
-def _closed(t: dict) -> int:
-    return sum(v for k, v in t.items() if k.startswith("closed:"))
-
-
-def summary_line(t: dict, seconds: float) -> str:
-    reasons = ", ".join(f"{k[7:]} {v}" for k, v in sorted(t.items()) if k.startswith("closed:"))
-    rate = t["hits_read"] / seconds if seconds > 0 else 0.0
-    return (f"protosessions: {t['hits_read']} hits read, {_closed(t)} sessions"
-            f" ({reasons or 'none'}), {t['dead_letters']} dead letters,"
-            f" {t['duplicates']} duplicates, {seconds:.2f}s, {rate:.0f} hits/s")
-
-
-def final_line(t: dict, seconds: float, stopped_by: int | None) -> str:
-    """The summary line, saying which signal stopped the run if one did."""
-    line = summary_line(t, seconds)
-    return line if stopped_by is None else f"{line}; stopped by {signal.Signals(stopped_by).name}"
 
 
 NO_VALID_HIT = 1  # exit code: the input had lines, and not one was a valid hit
@@ -423,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "topics":
             from .topics import cmd_topics
             return cmd_topics(args)
+        if args.command == "d8a-bridge":
+            from .d8a_bridge import cmd_bridge
+            return cmd_bridge(args)
         if args.command == "recovery":
             from .recovery import cmd_recovery
             return cmd_recovery(args)
@@ -435,7 +410,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Through the imported module, so that `UsageError` raised by the other
-    # modules (`from .cli import UsageError`) is the class `main` catches.
-    from flows.cli import main as _main
-    sys.exit(_main())
+    sys.exit(main())

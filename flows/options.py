@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from protosessions.config import EVICTION_STRATEGIES, SESSION_HITS, Settings
+from protosessions.config import (EVICTION_STRATEGIES, IDENTITY_RULES, INPUT_FORMATS,
+                                  SESSION_HITS, Settings)
 from protosessions.units import parse_duration_us
 
 ENV_PREFIX = "PROTOSESSIONS_"
@@ -59,6 +60,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("max-future-skew", "10m", "hits further ahead of the wall clock are rejected", engine=True),
     Option("session-hits", "full", "a session record's hits: full (the hits), ids (their ids) "
            "or none (left out)", engine=True, choices=SESSION_HITS),
+    Option("input-format", "spec", "how a hit is written: spec (SPEC table) or d8a (as d8a's "
+           "receiver publishes it; sessions' hits are written back in that form)", engine=True,
+           choices=INPUT_FORMATS),
+    Option("identity-rules", "classic", "classic (stamp = sessionStamp or IP, one join key) or "
+           "d8a (d8a v1.4: stamp of fss or headers, IP, property and day; user ID and stamp "
+           "both claimed)", engine=True, choices=IDENTITY_RULES),
     Option("shards", 64, "key groups of the session step; keep it fixed across resumes", "int", engine=True),
     Option("identity-shards", 16, "key groups of the identity step (by join key); keep it fixed "
            "across resumes", "int", engine=True),

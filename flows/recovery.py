@@ -6,7 +6,6 @@ directory can run code in the job at resume (README, "Recovery").
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import pickle
@@ -20,13 +19,11 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from protosessions.units import parse_duration_us
 
+from .state_store import partitions
+
 
 class RecoveryError(ValueError):
     """The recovery directory cannot be used as it is (one clear line for the CLI)."""
-
-
-def partitions(directory: str) -> list[str]:
-    return sorted(glob.glob(os.path.join(directory, "part-*.sqlite3")))
 
 
 def init(directory: str, count: int) -> list[str]:
@@ -83,16 +80,19 @@ def _check_writable(directory: str, parts: list[str]) -> None:
 RECORD = "protosessions-resume.json"
 # What the store's state is written in: the session snapshots
 # (`protosessions.state.SNAPSHOT_VERSION`), held hits (`Hit`) and the shards'
-# routing keys (`flows.placement`). A store of another format is refused
+# routing keys (`flows.placement`) and the session shards' state stores
+# (`flows.state_store`, format 9 on). A store of another format is refused
 # whole, before Bytewax hands any of it to a step that would misread it.
-STATE_FORMAT = 7
+# 8: `Hit` carries `d8a_form` (SPEC "The d8a form").
+# 9: the session shards keep their proto-sessions in state stores.
+STATE_FORMAT = 9
 # What a resume must not change: where data comes from and goes (files are
 # resumed by byte offset), the sharding (it decides which state a key's
 # hits find) and the rules that decide which hits form a session. Tick,
 # compaction, size and skew limits, batch size and workers may change.
 RECORDED = ("input", "output", "dead_letter", "shards", "identity_shards", "session_duration",
             "max_events", "max_duration", "allowed_lateness", "join_by_session_stamp",
-            "join_by_user_id", "eviction_strategy")
+            "join_by_user_id", "eviction_strategy", "input_format", "identity_rules")
 
 
 def resume_record(config: Any) -> dict[str, Any]:
@@ -152,41 +152,92 @@ def check_resume(directory: str, record: dict[str, Any]) -> bool:
     return True
 
 
+_TEXT_COLUMNS = {"parts": ("created_at",), "exs": ("created_at",), "fronts": ("created_at",),
+                 "commits": ("created_at",), "snaps": ("created_at", "step_id", "state_key")}
+_STEPS = ("input", "identity", "sessions", "write_sessions", "write_dead_letters",
+          "write_requeued")  # the steps of `flows.sessions.build_flow` that hold state
+
+
 def damaged_snapshot(directory: str) -> Optional[str]:
-    """The first snapshot in the store that does not load as this build
-    loads it (one line naming the partition file), or None. Checked before
-    a resume, as Bytewax panics on such a snapshot; each is loaded and
-    dropped in turn, so this costs time (one more read of the state) but
-    little memory. Unpickling runs code: the store is trusted anyway."""
+    """The first damage in the store (one line naming the file), or None:
+    a partition SQLite's integrity check fails on, a text column that is
+    not UTF-8, a snapshot of a step or shard the flow does not have, a
+    snapshot that does not load as this build loads it, or a session state
+    store that does not (`flows.state_store`). Checked before a resume, as
+    Bytewax panics on such a store; each snapshot is loaded and dropped in
+    turn, so this costs time (one more read of the state) but little
+    memory. Unpickling runs code: the store is trusted anyway."""
+    from .state_store import check_store_file, store_files
     from .steps import check_snapshot
 
+    keys = _shard_keys(directory)
     for part in partitions(directory):
         try:
             with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
+                db.text_factory = bytes  # decoded below: a damaged text is named, not raised
+                problems = [r[0] for r in db.execute("PRAGMA integrity_check")]
+                if problems != [b"ok"]:
+                    return _damage(part, "fails SQLite's integrity check", None)
+                for table, columns in _TEXT_COLUMNS.items():
+                    for row in db.execute(f"SELECT {', '.join(columns)} FROM {table}"):
+                        for value in row:
+                            value.decode("utf-8")
                 rows = db.execute("SELECT step_id, state_key, ser_change FROM snaps "
                                   "WHERE ser_change IS NOT NULL").fetchall()
-        except sqlite3.Error as e:
+        except (sqlite3.Error, UnicodeDecodeError) as e:
             return _damage(part, "is not a readable recovery partition", e)
         for step_id, key, blob in rows:
+            step_id, key = step_id.decode(), key.decode()
+            flow, _, step = step_id.rpartition(".")
+            if step not in _STEPS or not flow:
+                return _damage(part, f"holds a snapshot of a step this flow does not have "
+                               f"({step_id!r})", None)
             try:
                 state = pickle.loads(blob)
-                step = step_id.rsplit(".", 1)[-1]
                 if step in ("identity", "sessions") and state is not None:
-                    check_snapshot(step, state)
+                    names = keys.get(step)
+                    if names is not None and key not in names:
+                        raise ValueError(f"no shard is keyed {key!r}")
+                    if names is not None and step == "sessions" and names[state[1][2]] != key:
+                        raise ValueError(f"the snapshot of shard {key!r} names shard {state[1][2]}")
+                    check_snapshot(step, state, directory)
             except Exception as e:
-                return _damage(part, f"holds a snapshot of step {step_id} key {key} that does not load", e)
+                return _damage(part, f"holds a snapshot of step {step_id!r} key {key!r} that does "
+                               "not load", e)
+    for path in store_files(directory):
+        try:
+            check_store_file(path)
+        except Exception as e:
+            return _damage(path, "is a session state store that does not load", e)
     return None
 
 
-def _damage(part: str, what: str, e: BaseException) -> str:
-    cause = f"{type(e).__module__}.{type(e).__name__}".removeprefix("builtins.")
-    return (f"recovery partition {part} {what} ({cause}): the store is damaged; restore the "
+def _shard_keys(directory: str) -> dict[str, tuple[str, ...]]:
+    """The routing keys of each keyed step, by the shard counts of the
+    resume record (none if it cannot be read: that is checked elsewhere)."""
+    from .placement import shard_keys
+
+    try:
+        with open(os.path.join(directory, RECORD), encoding="utf-8") as f:
+            kept = json.load(f)
+        ishards = 1 if kept["eviction_strategy"] == "evict" else kept["identity_shards"]
+        return {"sessions": shard_keys("s", int(kept["shards"])),
+                "identity": shard_keys("i", int(ishards))}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _damage(part: str, what: str, e: Optional[BaseException]) -> str:
+    cause = ("" if e is None else
+             " (" + f"{type(e).__module__}.{type(e).__name__}".removeprefix("builtins.") + ")")
+    kind = "" if "state store" in what else "recovery partition "
+    return (f"{kind}{part} {what}{cause}: the store is damaged; restore the "
             "directory from a backup, or start afresh with a new one (the job then reads its "
             "input from the start)")
 
 
 def cmd_recovery(args) -> int:
-    from flows.cli import UsageError
+    from .usage import UsageError
 
     try:
         made = init(args.dir, args.partitions)

@@ -29,7 +29,8 @@ def run(config: RunConfig,
     preflight(config)  # fails in --kafka-timeout, not never
     recovery = (checked_recovery_config(config.recovery_dir, config.backup_interval)
                 if config.recovery_dir else None)
-    flow = build_flow(config, snapshots=recovery is not None)
+    flow = build_flow(config, snapshots=recovery is not None,
+                      state_dir=config.recovery_dir if recovery is not None else None)
     epoch = timedelta(microseconds=parse_duration_us(config.snapshot_interval))
     stop.install()
     try:

@@ -42,7 +42,8 @@ def sample_path() -> str:
 
 def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: Sink | None = None,
                dead_sink: Sink | None = None, requeue_sink: Sink | None = None,
-               flow_id: str = "protosessions", snapshots: bool = True) -> Dataflow:
+               flow_id: str = "protosessions", snapshots: bool = True,
+               state_dir: str | None = None) -> Dataflow:
     """Wire the steps.
 
     A source yields `(hits, dead letters, progress)` batches (`flows.sources`:
@@ -51,6 +52,9 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
     bytes)`, the requeue sink (strategy `evict`) `Requeue`s.
     `snapshots=False` (a run without recovery) skips building snapshots that
     Bytewax would only throw away: it asks for them every epoch regardless.
+    `state_dir` (the recovery directory): where the session shards keep
+    their state store (`flows.state_store`), so that a snapshot writes what
+    changed, not the whole open state.
     """
     config.check()
     settings = config.settings
@@ -85,17 +89,23 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
     read = op.input("input", flow, source)
     op.output("write_dead_letters", op.flat_map_batch("rejects", read, dead_letters(dead_key)),
               dead_sink)
-    by_join_key = op.flat_map_batch("key_by_join_key", read, to_identity(ishards))
+    by_join_key = op.flat_map_batch("key_by_join_key", read,
+                                    to_identity(ishards, settings.identity_rules == "d8a"))
     joined = op.stateful_batch("identity", by_join_key,
                                lambda resume: IdentityLogic(settings, resume, finite, ishards,
                                                             snapshots))
     by_acid = op.flat_map_batch("key_by_acid", joined, to_sessions(settings.shards))
     idle_us = settings.tick_us  # idle: no hit for a tick of wall time
+    stores = None
+    if snapshots and state_dir:
+        from .placement import shard_keys
+        from .state_store import ShardStores
+        stores = ShardStores(state_dir, f"{flow_id}.sessions", shard_keys("s", settings.shards))
     closed = op.stateful_batch(
         "sessions", by_acid,
         lambda resume: SessionLogic(settings, make_clock(streaming, bool(config.skip_catching_up),
                                                          idle_us),
-                                    resume, finite, snapshots))
+                                    resume, finite, snapshots, stores))
     op.output("write_sessions", op.flat_map_batch("closed_sessions", closed, _sessions),
               sessions_sink)
     if requeue_sink is not None:
@@ -150,7 +160,7 @@ def __getattr__(name: str) -> Dataflow:
                 raise SystemExit(2) from None
         # Without a recovery store Bytewax still asks every step for a snapshot
         # each epoch, only to drop it: building none saves that work.
-        flow = build_flow(config, snapshots=bool(store) or not launched)
+        flow = build_flow(config, snapshots=bool(store) or not launched, state_dir=store)
         if launched:  # not when a test (or a notebook) only builds it
             stop.install(cluster=_processes() > 1)
             _report_progress(config)
@@ -203,7 +213,7 @@ def _report_progress(config: RunConfig) -> None:
     from protosessions import stats
 
     from . import stop
-    from .cli import Progress, final_line
+    from .progress import Progress, final_line
 
     progress = Progress(config.sessions_topic if config.streaming else None).__enter__()
     start = time.monotonic()

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -19,12 +19,15 @@ from protosessions.engine import IdentityShard, SessionShard, identity_shard, se
 from protosessions.hit import Hit, HitBatch
 from protosessions.merge import END, MergeBuffer, Watermark
 from protosessions.middlewares.identity import ClaimTable
-from protosessions.state import ShardState
+from protosessions.state import ShardState, check_version
 from protosessions.timefmt import format_time_us, wall_now_us
 
 from . import metrics, stop
 from .backlog import backlog
 from .placement import shard_keys
+
+if TYPE_CHECKING:
+    from .state_store import ShardStores
 
 log = logging.getLogger("protosessions")
 
@@ -107,9 +110,15 @@ def _session_key_of(h: Any) -> tuple:
     return h.key if h.__class__ is Hit else (h.property_id, h.acid)  # else an Evict
 
 
-def to_identity(shards: int) -> Callable[[list], list]:
-    """Source batches -> identity shard items (by join key)."""
-    shard = _remembered(lambda h: identity_shard(h, shards), _join_key_of)
+def _property_of(h: Hit) -> tuple:
+    return (h.property_id,)
+
+
+def to_identity(shards: int, by_property: bool = False) -> Callable[[list], list]:
+    """Source batches -> identity shard items (by join key; `by_property`:
+    by property, for identity rules `d8a`)."""
+    shard = (_remembered(lambda h: identity_shard(h, shards, True), _property_of) if by_property
+             else _remembered(lambda h: identity_shard(h, shards), _join_key_of))
     names = shard_keys("i", shards)
 
     def route(batch: list) -> list:
@@ -165,12 +174,20 @@ class _Merging:
         return (self.marks.snapshot(), tuple(self.buffer.pending), self.index)
 
 
-def check_snapshot(step: str, snap: tuple) -> None:
+def check_snapshot(step: str, snap: tuple, directory: Optional[str] = None) -> None:
     """Load a snapshot of a keyed step as a resume would, raising what a
-    resume would raise (for the check before a resume, `flows.recovery`)."""
+    resume would raise (for the check before a resume, `flows.recovery`).
+    A session snapshot's marker is checked against its shard's state store
+    in `directory`, read only (the store's rows are checked on their own)."""
     shard, merge = snap
     if step == "identity":
         ClaimTable.restore(shard)
+    elif isinstance(shard, tuple) and len(shard) > 3 and shard[2] == "store":
+        check_version(shard)
+        if directory is None:
+            raise ValueError("a session snapshot of a state store, checked without the store")
+        from .state_store import check_marker_in
+        check_marker_in(directory, merge[2], shard[3])
     else:
         ShardState.restore(shard)
     Watermark.restore(merge[0])
@@ -232,13 +249,19 @@ class SessionLogic(_Merging, StatefulBatchLogic[tuple, Any, tuple]):
     everything closed. Kept for the whole run, for its watermark."""
 
     def __init__(self, settings: Settings, clock: Clock, resume: Optional[tuple],
-                 finite: bool, snapshots: bool = True) -> None:
+                 finite: bool, snapshots: bool = True,
+                 stores: Optional["ShardStores"] = None) -> None:
         _Merging.__init__(self, resume[1] if resume else None)
         self.settings = settings
         self.finite = finite
         self.snapshots = snapshots
         self.clock = clock
-        self.shard = SessionShard(settings, clock, resume[0] if resume else None)
+        # With a state store, snapshots write changes there (`flows.state_store`);
+        # a fresh shard opens its store at its first snapshot, once its number is known.
+        self.stores = stores if snapshots else None
+        store = self.stores.open(self.index) if self.stores and resume else None
+        self._collected = [time.monotonic()]
+        self.shard = SessionShard(settings, clock, resume[0] if resume else None, store)
         self.following = clock.__class__ is WallFollowingClock
         if self.following:  # a restored clock runs on from now
             clock.mark(wall_now_us())  # type: ignore[attr-defined]
@@ -301,7 +324,14 @@ class SessionLogic(_Merging, StatefulBatchLogic[tuple, Any, tuple]):
     def snapshot(self) -> Optional[tuple]:
         if not self.snapshots:
             return None
-        return (self.shard.snapshot(), self.merge_snapshot())
+        state = self.shard.state
+        if self.stores is not None and state.store is None:
+            state.store = self.stores.open(self.index)
+            state.store.rollback(None)  # fresh: what it holds belongs to no resumable epoch
+        snap = (self.shard.snapshot(), self.merge_snapshot())
+        if self.stores is not None:
+            self.stores.maybe_collect(state.store, self.index, self._collected)
+        return snap
 
 
 def _next_tick(tick_us: int) -> datetime:

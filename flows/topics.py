@@ -43,7 +43,7 @@ def create_topics(brokers: str, names: list[str], partitions: int, replication: 
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from .cli import UsageError
+    from .usage import UsageError
 
     if not args.kafka_brokers:
         raise UsageError("protosessions topics create: --kafka-brokers (or PROTOSESSIONS_KAFKA_BROKERS) is required")

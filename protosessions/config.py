@@ -8,6 +8,8 @@ from .units import parse_duration_us, parse_size
 
 EVICTION_STRATEGIES = ("rewrite", "evict")
 SESSION_HITS = ("full", "ids", "none")  # what a session record's `hits` holds
+INPUT_FORMATS = ("spec", "d8a")  # SPEC "Input: one hit" / "The d8a form"
+IDENTITY_RULES = ("classic", "d8a")  # SPEC rule 1 / its "Identity rules `d8a`"
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class Settings:
     shards: int = 64
     identity_shards: int = 16
     session_hits: str = "full"
+    input_format: str = "spec"
+    identity_rules: str = "classic"
 
     def __post_init__(self) -> None:
         if self.session_duration_us <= 0:
@@ -44,6 +48,12 @@ class Settings:
         if self.session_hits not in SESSION_HITS:
             raise ValueError(f"session hits must be one of {', '.join(SESSION_HITS)}, "
                              f"not {self.session_hits!r}")
+        if self.input_format not in INPUT_FORMATS:
+            raise ValueError(f"input format must be one of {', '.join(INPUT_FORMATS)}, "
+                             f"not {self.input_format!r}")
+        if self.identity_rules not in IDENTITY_RULES:
+            raise ValueError(f"identity rules must be one of {', '.join(IDENTITY_RULES)}, "
+                             f"not {self.identity_rules!r}")
         if self.compaction_threshold < 0 or self.max_hit_bytes < 1:
             raise ValueError("compaction threshold must be >= 0 and max hit bytes >= 1")
         if not 1 <= self.shards <= 65536 or not 1 <= self.identity_shards <= 65536:

@@ -19,8 +19,9 @@ from .hit import DeadLetter, Hit, parse_hit, source_dict
 from .middleware import BY_CLOCK, Context, handler
 from .middlewares import default_chain, with_append_fast_path
 from .middlewares.close_trigger import CloseTrigger
-from .middlewares.identity import ClaimTable, IdentityJoin
+from .middlewares.identity import ClaimTable, identity_join
 from .state import ShardState
+from .store import ShardStore
 from .timefmt import wall_now_us
 
 
@@ -29,10 +30,14 @@ def shard_of(text: str, shards: int) -> int:
     return zlib.crc32(text.encode()) % shards
 
 
-def identity_shard(hit: Hit, shards: int) -> int:
-    """The identity shard of a hit: the shard of `(property, join key)`."""
+def identity_shard(hit: Hit, shards: int, by_property: bool = False) -> int:
+    """The identity shard of a hit: the shard of `(property, join key)`; with
+    `by_property` (identity rules `d8a`, where one hit claims two keys), the
+    shard of its property, so that both keys live in one shard."""
     if shards == 1:
         return 0
+    if by_property:
+        return shard_of(hit.property_id, shards)
     jk = hit.join_key  # None: nothing to join, any shard will do; spread by client
     return shard_of(hit.property_id + "\n" + (jk if jk is not None else hit.client_id), shards)
 
@@ -56,7 +61,7 @@ class IdentityShard:
         self.state.clock = self.table.clock
         clock = Clock(self.table.clock)
         self.out: list[Hit] = []
-        self.join = IdentityJoin(settings, self.table)
+        self.join = identity_join(settings, self.table)
         self.ctx = Context(settings, self.state, clock, CollectingCloser(), [self.join],
                            terminal=self.out.append)
         self.fast = not self.join.evict  # `join_batch` instead of the chain, hit by hit
@@ -104,8 +109,18 @@ class IdentityShard:
 class SessionShard:
     """Proto-sessions for the `(property_id, ACID)` keys of one shard."""
 
-    def __init__(self, settings: Settings, clock: Clock, snapshot: tuple | None = None) -> None:
-        self.state = ShardState.restore(snapshot) if snapshot is not None else ShardState()
+    def __init__(self, settings: Settings, clock: Clock, snapshot: tuple | None = None,
+                 store: ShardStore | None = None) -> None:
+        """`store`: where snapshots write their changes (`protosessions.store`);
+        without one a snapshot carries the whole open state. A fresh shard
+        (no snapshot) empties the store: what it holds is of no resumable
+        epoch."""
+        if snapshot is not None:
+            self.state = ShardState.restore(snapshot, store)
+        else:
+            if store is not None:
+                store.rollback(None)
+            self.state = ShardState(store)
         clock.advance(self.state.clock)
         self.closer = CollectingCloser(settings.session_hits)
         self.ctx = Context(settings, self.state, clock, self.closer, default_chain(settings))

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import orjson
 
+from . import d8a
 from .config import Settings
 from .session_metrics import NO_PARAMS, hit_params
 from .timefmt import parse_time_us
@@ -50,6 +51,7 @@ class Hit(msgspec.Struct, array_like=True, eq=False, gc=False):
     key: tuple[str, str]
     order: bytes = b""
     params: tuple[str, str | None, str | None, str | None, bool] = NO_PARAMS
+    d8a_form: bool = False  # in the d8a form: its ACID is written back as `AuthoritativeClientID`
 
     def repoint(self, acid: str) -> None:
         """Identity joining: the hit now belongs to `acid`; keeps `key` in step."""
@@ -309,9 +311,23 @@ def _first_failure(obj: dict[str, Any], raw: bytes) -> str | None:
     return None
 
 
-def join_key(obj: dict[str, Any], settings: Settings) -> str | None:
-    """SPEC rule 1 for a parsed hit (see `_join_key`)."""
+def join_key(obj: dict[str, Any], settings: Settings, t: int = 0) -> str | None:
+    """SPEC rule 1 for a parsed hit under the SPEC table's names (see
+    `_join_key`; under identity rules `d8a`, `_d8a_join_key` of `t`)."""
+    if settings.identity_rules == "d8a":
+        return _d8a_join_key(obj["property_id"], t, obj.get("ip"), obj.get("query_params"),
+                             obj.get("headers"), settings)
     return _join_key(obj.get("user_id"), obj.get("query_params"), obj.get("ip"), settings)
+
+
+def _d8a_join_key(property_id: str, t: int, ip: str | None,
+                  query_params: dict[str, list[str]] | None,
+                  headers: dict[str, list[str]] | None, settings: Settings) -> str | None:
+    """Identity rules `d8a`: a hit's `join_key` is its d8a session stamp (when
+    joining by stamp); its user ID, its other key, is `Hit.user_id`."""
+    if not settings.join_by_session_stamp:
+        return None
+    return "s:" + d8a.stamp(property_id, t, ip, query_params, headers)
 
 
 def _join_key(user_id: str | None, query_params: dict[str, list[str]] | None, ip: str | None,
@@ -363,7 +379,10 @@ def parse_hit(raw: bytes, settings: Settings, wall_now_us: int | None,
     field there is no number and no nesting past 3 levels, so none of
     orjson's further limits can apply. Anything msgspec refuses, and any
     doubt left (empty required fields, an empty `authoritative_client_id`),
-    takes `check`, which finds the first failing SPEC check as before."""
+    takes `check`, which finds the first failing SPEC check as before.
+    A hit in the d8a form (`settings.input_format`) takes `parse_d8a_hit`."""
+    if settings.input_format != "spec":
+        return parse_d8a_hit(raw, settings, wall_now_us, clock)
     if len(raw) <= settings.max_hit_bytes:
         try:
             k = _decode_known(raw)
@@ -383,9 +402,10 @@ def parse_hit(raw: bytes, settings: Settings, wall_now_us: int | None,
                 qp = k.query_params
                 acid = aci or cid
                 pid = k.property_id
+                jk = (_join_key(uid, qp, k.ip, settings) if settings.identity_rules == "classic"
+                      else _d8a_join_key(pid, t, k.ip, qp, k.headers, settings))
                 return Hit(t, clock if clock > t else t, k.id, pid, cid, acid, uid,
-                           _join_key(uid, qp, k.ip, settings), raw, aci is not _UNSET,
-                           (pid, acid), params=hit_params(qp))
+                           jk, raw, aci is not _UNSET, (pid, acid), params=hit_params(qp))
     return _parse_checked(raw, settings, wall_now_us, clock)
 
 
@@ -400,5 +420,102 @@ def _parse_checked(raw: bytes, settings: Settings, wall_now_us: int | None,
     acid = obj.get("authoritative_client_id") or cid
     pid = obj["property_id"]
     return Hit(t, max(clock, t), obj["id"], pid, cid, acid, obj.get("user_id") or None,
-               join_key(obj, settings), raw, "authoritative_client_id" in obj, (pid, acid),
+               join_key(obj, settings, t), raw, "authoritative_client_id" in obj, (pid, acid),
                params=hit_params(obj.get("query_params")))
+
+
+class _D8aRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """`Request` of the d8a form with the types of a valid hit (`_D8aKnown`)."""
+
+    IP: str | None = None
+    Host: str | None = None
+    ServerReceivedTime: str | None = None
+    QueryParams: dict[str, list[str]] | None = None
+    Body: str | None = None
+    Path: str | None = None
+    Method: str | None = None
+    Headers: dict[str, list[str]] | None = None
+
+
+class _D8aKnown(msgspec.Struct, forbid_unknown_fields=True):
+    """The d8a form's fields with the types of a valid hit, for the typed fast
+    path of `parse_d8a_hit` (as `_Known` is for the SPEC form). `EventName`
+    passes through untouched; typed as text here so that no number can hide
+    in a hit this path accepts (any other value takes `check_d8a`)."""
+
+    ID: str | None = None
+    AuthoritativeClientID: str | None | msgspec.UnsetType = msgspec.UNSET
+    ClientID: str | None = None
+    EventName: str | None = None
+    PropertyID: str | None = None
+    UserID: str | None = None
+    Metadata: dict[str, str] | None = None
+    Request: _D8aRequest | None = None
+
+
+_decode_d8a = msgspec.json.Decoder(_D8aKnown).decode
+
+
+def parse_d8a_hit(raw: bytes, settings: Settings, wall_now_us: int | None,
+                  clock: int = 0) -> Hit | str:
+    """`parse_hit` for a hit in the d8a form (SPEC "The d8a form"): the
+    common hit in one typed msgspec pass, anything else through
+    `check_d8a`, which checks in SPEC order under the table's names."""
+    if len(raw) <= settings.max_hit_bytes:
+        try:
+            k = _decode_d8a(raw)
+        except Exception:  # msgspec refuses it: `check_d8a` says why
+            pass
+        else:
+            r = k.Request
+            cid = k.ClientID
+            pid = k.PropertyID
+            if k.ID and cid and pid and r is not None and r.ServerReceivedTime:
+                t = parse_time_us(r.ServerReceivedTime)
+                if t is None:
+                    return "bad_timestamp"
+                if wall_now_us is not None and t - wall_now_us > settings.max_future_skew_us:
+                    return "future_timestamp"
+                aci = k.AuthoritativeClientID
+                uid = k.UserID or None
+                qp = r.QueryParams
+                acid = aci or cid  # "" and null: not set (UNSET is falsy too)
+                jk = (_join_key(uid, qp, r.IP, settings) if settings.identity_rules == "classic"
+                      else _d8a_join_key(pid, t, r.IP, qp, r.Headers, settings))
+                return Hit(t, clock if clock > t else t, k.ID, pid, cid, acid, uid, jk, raw,
+                           aci is not _UNSET, (pid, acid), params=hit_params(qp), d8a_form=True)
+    res = check_d8a(raw, settings, wall_now_us)
+    if res.__class__ is str:
+        return res  # type: ignore[return-value]
+    obj, fields, t = res  # type: ignore[misc]
+    cid = fields["client_id"]
+    acid = fields.get("authoritative_client_id") or cid
+    pid = fields["property_id"]
+    return Hit(t, max(clock, t), fields["id"], pid, cid, acid, fields["user_id"] or None,
+               join_key(fields, settings, t), raw, d8a.ACID_FIELD in obj, (pid, acid),
+               params=hit_params(fields["query_params"]), d8a_form=True)
+
+
+def check_d8a(raw: bytes, settings: Settings, wall_now_us: int | None
+              ) -> tuple[dict, dict, int] | str:
+    """Validate one raw hit in the d8a form: `(parsed object, its fields
+    under the SPEC table's names, t)` or the SPEC rejection reason, the
+    table's checks in the table's order (`d8a.spec_fields`)."""
+    if len(raw) > settings.max_hit_bytes:
+        return "too_large"
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return "not_json"
+    if obj.__class__ is not dict:
+        return "not_json" if _has_huge_int(raw) else "not_object"
+    fields = d8a.spec_fields(obj)
+    reason = _first_failure(fields, raw)
+    if reason is not None:
+        return reason
+    t = parse_time_us(fields["server_received_time"])
+    if t is None:  # not reached: `_first_failure` checked it
+        return "bad_timestamp"
+    if wall_now_us is not None and t - wall_now_us > settings.max_future_skew_us:
+        return "future_timestamp"
+    return obj, fields, t

@@ -15,6 +15,7 @@ from functools import partial
 from operator import attrgetter
 from typing import Callable, Iterable, Protocol
 
+from . import d8a
 from .clock import Clock
 from .closer import Closer
 from .config import Settings
@@ -107,7 +108,9 @@ class Context:
         """Forget a proto-session everywhere."""
         for mw in self.middlewares:
             mw.on_cleanup(self, acid)
-        self.sessions.pop(acid, None)
+        ps = self.sessions.pop(acid, None)
+        if ps is not None:
+            self.state.forget(ps)
 
     def close(self, acid: SessionKey, reason: str) -> None:
         """Close one proto-session: collect, hand to the closer, clean up."""
@@ -130,7 +133,8 @@ class Context:
         self.trigger_cleanup(key)
         self.stats["evictions"] += 1
         self.stats["evicted_hits"] += len(hits)
-        self.closer.requeue(cmd.owner, [with_acid(h[1], cmd.owner, True) for h in hits])
+        set_acid = d8a.with_acid if self.settings.input_format == "d8a" else with_acid
+        self.closer.requeue(cmd.owner, [set_acid(h[1], cmd.owner, True) for h in hits])
 
     def ping(self, ts: int) -> None:
         """Tell every middleware the clock reached `ts` (closes what expired)."""
@@ -142,7 +146,9 @@ def append_hit(ps: ProtoSession, hit: Hit, t: int) -> None:
     """Add a hit, with its ACID set, to a proto-session's stored hits, ids,
     clients, users and metrics (its times are the caller's)."""
     raw = hit.raw
-    if hit.has_acid or raw[-1:] != b"}":
+    if hit.d8a_form:  # SPEC "The d8a form": written back as `AuthoritativeClientID`
+        raw = d8a.with_acid(raw, hit.acid, hit.has_acid)
+    elif hit.has_acid or raw[-1:] != b"}":
         raw = with_acid(raw, hit.acid, hit.has_acid)
     else:  # the common case: append the field to the hit as received
         raw = raw[:-1] + ps.acid_suffix()

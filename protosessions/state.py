@@ -8,14 +8,14 @@ buckets that still name an open proto-session.
 from __future__ import annotations
 
 import pickle
-import threading
 from functools import lru_cache
 from typing import Iterator
 
 import orjson
-import zstandard
 
+from .codec import compress_hits, decompress_hits, dictionaries
 from .session_metrics import SessionMetrics
+from .store import Change, Marker, ShardStore
 from .wheel import TimingWheel
 
 SessionKey = tuple  # (property_id, acid)
@@ -23,8 +23,9 @@ SessionKey = tuple  # (property_id, acid)
 # close name the session (and a restore rebuild `ids`) without parsing hits.
 StoredHit = tuple
 
-SNAPSHOT_VERSION = 7  # 2: hits carry their ACID; 3-5: compressed parts written once;
-# 6: stored hits carry their id, proto-sessions their metrics, no first_id; 7: zstd, not zlib
+SNAPSHOT_VERSION = 8  # 2: hits carry their ACID; 3-5: compressed parts written once;
+# 6: stored hits carry their id, proto-sessions their metrics, no first_id; 7: zstd, not zlib;
+# 8: with a store (`protosessions.store`), only the clock and the store's marker
 
 
 class ProtoSession:
@@ -35,7 +36,7 @@ class ProtoSession:
     """
 
     __slots__ = ("property_id", "acid", "first_t", "last_t", "count", "metrics",
-                 "size", "hits", "compacted", "ids", "client_ids", "user_ids", "bucket", "seen_clock", "sealed", "sealed_upto")
+                 "size", "hits", "compacted", "ids", "client_ids", "user_ids", "bucket", "seen_clock", "sid", "saved_count", "sealed_upto", "unsaved")
 
     def __init__(self, property_id: str, acid: str) -> None:
         self.property_id = property_id
@@ -52,8 +53,13 @@ class ProtoSession:
         self.user_ids: set[str] = set()
         self.bucket = -1
         self.seen_clock = 0
-        self.sealed: list[bytes] = []  # `hits[:sealed_upto]`, compressed, for snapshots
+        # With a store: its id there (0: never written), how many of its hits
+        # the store holds, how many of `hits` are among them, and chunks of
+        # hits compaction took out of `hits` before the store had them.
+        self.sid = 0
+        self.saved_count = 0
         self.sealed_upto = 0
+        self.unsaved: list[bytes] | None = None
 
     def acid_suffix(self) -> bytes:
         """`,"authoritative_client_id":<ACID>}`: closes a hit with its ACID set."""
@@ -67,27 +73,60 @@ class ProtoSession:
                 tuple(sorted(self.user_ids)), self.bucket, self.seen_clock,
                 self.metrics.to_state())
 
-    def to_snapshot(self) -> tuple:
-        """What a snapshot stores: `(small fields, hit chunks, compacted blocks)`.
+    def small(self) -> tuple:
+        """The fields besides the hits (sets as sorted tuples)."""
+        return (self.property_id, self.acid, self.first_t, self.last_t,
+                self.count, self.size, tuple(sorted(self.client_ids)),
+                tuple(sorted(self.user_ids)), self.bucket, self.seen_clock,
+                self.metrics.to_state())
 
-        Each hit is compressed into a snapshot chunk once, by the first
-        snapshot after it arrived; later snapshots reuse the chunk. Compacted
-        blocks are already compressed and go in as they are. The ids are not
-        stored: they are in the hits. So a snapshot costs what arrived since
-        the last one, not the whole open state.
-        """
+    def to_snapshot(self) -> tuple:
+        """A self-contained snapshot (no store): `(small fields, loose hits
+        compressed, compacted blocks)`. The ids are not stored: they are in
+        the hits."""
+        loose = (compress_hits(self.hits),) if self.hits else ()
+        return (self.small(), loose, tuple(self.compacted))
+
+    def new_chunks(self, dict_id: int = 0) -> list[bytes]:
+        """The hits the store does not hold yet, compressed (each hit once,
+        with dictionary `dict_id`): all of them if it holds none of them."""
+        if not self.sid:
+            return list(self.compacted) + ([compress_hits(self.hits, dict_id)] if self.hits else [])
+        chunks = self.unsaved or []
         if len(self.hits) > self.sealed_upto:
-            self.sealed.append(compress_hits(self.hits[self.sealed_upto:]))
-            self.sealed_upto = len(self.hits)
-        small = (self.property_id, self.acid, self.first_t, self.last_t,
-                 self.count, self.size, tuple(sorted(self.client_ids)),
-                 tuple(sorted(self.user_ids)), self.bucket, self.seen_clock,
-                 self.metrics.to_state())
-        return (small, tuple(self.sealed), tuple(self.compacted))
+            chunks.append(compress_hits(self.hits[self.sealed_upto:], dict_id))
+        return chunks
+
+    def saved(self) -> None:
+        """The store now holds every hit."""
+        self.unsaved = None
+        self.sealed_upto = len(self.hits)
+        self.saved_count = self.count
+
+    def to_stored(self) -> bytes:
+        """The metadata row of the store: small fields and how many of the
+        latest hits are loose (not compacted)."""
+        return pickle.dumps((self.small(), len(self.hits)), protocol=5)
 
     @classmethod
-    def from_snapshot(cls, snap: tuple) -> "ProtoSession":
-        s, chunks, compacted = snap
+    def from_stored(cls, sid: int, blob: bytes, chunks: list[bytes]) -> "ProtoSession":
+        small, loose = pickle.loads(blob)
+        hits: list[StoredHit] = []
+        for chunk in chunks:
+            hits.extend(decompress_hits(chunk))
+        if len(hits) != small[4]:
+            raise ValueError(f"stored proto-session {sid} has {len(hits)} hits, "
+                             f"its metadata says {small[4]}")
+        cut = len(hits) - loose
+        compacted = (compress_hits(hits[:cut]),) if cut else ()
+        ps = cls._from_small(small, hits[cut:], compacted, hits[:cut])
+        ps.sid = sid
+        ps.saved()
+        return ps
+
+    @classmethod
+    def _from_small(cls, s: tuple, hits: list[StoredHit], compacted: tuple,
+                    compacted_hits: list[StoredHit]) -> "ProtoSession":
         ps = cls(s[0], s[1])
         (ps.first_t, ps.last_t, ps.count, ps.size) = s[2:6]
         ps.client_ids = set(s[6])
@@ -95,15 +134,22 @@ class ProtoSession:
         ps.bucket = s[8]
         ps.seen_clock = s[9]
         ps.metrics = SessionMetrics.from_state(s[10])
-        for chunk in chunks:
-            ps.hits.extend(decompress_hits(chunk))
-        ps.sealed = list(chunks)
-        ps.sealed_upto = len(ps.hits)
+        ps.hits = hits
         ps.compacted = list(compacted)
-        ps.ids = {h[2] for h in ps.hits}
-        for block in ps.compacted:
-            ps.ids.update(h[2] for h in decompress_hits(block))
+        ps.ids = {h[2] for h in hits}
+        ps.ids.update(h[2] for h in compacted_hits)
         return ps
+
+    @classmethod
+    def from_snapshot(cls, snap: tuple) -> "ProtoSession":
+        s, loose, compacted = snap
+        hits: list[StoredHit] = []
+        for chunk in loose:
+            hits.extend(decompress_hits(chunk))
+        in_blocks: list[StoredHit] = []
+        for block in compacted:
+            in_blocks.extend(decompress_hits(block))
+        return cls._from_small(s, hits, compacted, in_blocks)
 
     @classmethod
     def from_state(cls, s: tuple) -> "ProtoSession":
@@ -125,30 +171,6 @@ def _suffix(acid: str) -> bytes:
     return b',"authoritative_client_id":' + orjson.dumps(acid) + b"}"
 
 
-class _Codec(threading.local):
-    """Zstandard level 1, one (de)compressor per thread (Bytewax runs a
-    process's workers as threads, and a zstd context is not thread-safe).
-    Against zlib level 1 on 64 KiB of hits: about 5x faster to compress, 4x
-    to decompress, and smaller (bench: `python bench/compaction.py`)."""
-
-    def __init__(self) -> None:
-        self.compress = zstandard.ZstdCompressor(level=1).compress
-        self.decompress = zstandard.ZstdDecompressor().decompress
-
-
-_codec = _Codec()
-
-
-def compress_hits(hits: list[StoredHit]) -> bytes:
-    # Copied out: zstandard's result keeps the allocation of the worst-case
-    # size (4-7x the compressed bytes here), which a kept block would pin.
-    return bytes(memoryview(_codec.compress(pickle.dumps(hits, protocol=5))))
-
-
-def decompress_hits(blob: bytes) -> list[StoredHit]:
-    return pickle.loads(_codec.decompress(blob))
-
-
 class ShardState:
     """Open proto-sessions of one shard plus the timing wheel that expires them.
 
@@ -157,12 +179,16 @@ class ShardState:
     closed are skipped when their bucket comes due.
     """
 
-    __slots__ = ("sessions", "wheel", "clock")
+    __slots__ = ("sessions", "wheel", "clock", "store", "gone", "next_sid", "kept_dict")
 
-    def __init__(self) -> None:
+    def __init__(self, store: "ShardStore | None" = None) -> None:
         self.sessions: dict[SessionKey, ProtoSession] = {}
         self.wheel = TimingWheel()
         self.clock = 0
+        self.store = store  # None: snapshots carry the whole open state
+        self.gone: list[int] = []  # store ids of proto-sessions closed since the last write
+        self.next_sid = 1
+        self.kept_dict = 0  # the dictionary the store was last given
 
     def schedule(self, key: SessionKey, ps: ProtoSession, bucket: int) -> None:
         ps.bucket = bucket
@@ -176,21 +202,72 @@ class ShardState:
             if ps is not None and ps.bucket == b:
                 yield key
 
+    def forget(self, ps: ProtoSession) -> None:
+        """`ps` closed or left the shard: the store's next position says so."""
+        if ps.sid:
+            self.gone.append(ps.sid)
+
     def snapshot(self) -> tuple:
-        return (SNAPSHOT_VERSION, self.clock,
-                tuple(ps.to_snapshot() for ps in self.sessions.values()))
+        """`(version, clock, "full", proto-sessions)` without a store; with
+        one, the changes go to the store and the snapshot is `(version,
+        clock, "store", marker, next store id)`: its size and cost follow
+        what changed, not what is open."""
+        if self.store is None:
+            return (SNAPSHOT_VERSION, self.clock, "full",
+                    tuple(ps.to_snapshot() for ps in self.sessions.values()))
+        changes: list[Change] = []
+        changed: list[ProtoSession] = []
+        dict_id = dictionaries.current
+        if not dict_id:
+            for ps in self.sessions.values():
+                dictionaries.offer(ps.hits[ps.sealed_upto:])
+            dict_id = dictionaries.current
+        if dict_id != self.kept_dict:  # before any chunk that needs it
+            self.store.keep_dictionary(dict_id, dictionaries.known[dict_id])
+            self.kept_dict = dict_id
+        for ps in self.sessions.values():
+            if ps.count == ps.saved_count and ps.sid:
+                continue  # no hit since the last write: nothing of it changed
+            chunks = ps.new_chunks(dict_id)
+            if not ps.sid:
+                ps.sid = self.next_sid
+                self.next_sid += 1
+            changes.append((ps.sid, ps.to_stored(), chunks))
+            changed.append(ps)
+        marker = self.store.write(changes, self.gone)
+        self.gone = []
+        for ps in changed:
+            ps.saved()
+        return (SNAPSHOT_VERSION, self.clock, "store", tuple(marker), self.next_sid)
 
     @classmethod
-    def restore(cls, snap: tuple) -> "ShardState":
-        if not isinstance(snap, tuple) or not snap or snap[0] != SNAPSHOT_VERSION:
-            version = snap[0] if isinstance(snap, tuple) and snap else snap
-            raise ValueError(f"session snapshot format {version!r} is not {SNAPSHOT_VERSION}: "
-                             "this build cannot resume it")
-        state = cls()
+    def restore(cls, snap: tuple, store: "ShardStore | None" = None) -> "ShardState":
+        """The state a snapshot names; a store snapshot needs its `store`,
+        which is rolled back to exactly the snapshot's position."""
+        check_version(snap)
+        state = cls(store)
         state.clock = snap[1]
-        for item in snap[2]:
-            ps = ProtoSession.from_snapshot(item)
+        if snap[2] == "full":
+            items = (ProtoSession.from_snapshot(item) for item in snap[3])
+        elif snap[2] == "store":
+            if store is None:
+                raise ValueError("this session snapshot's proto-sessions are in a state store, "
+                                 "and none was given")
+            store.rollback(Marker(*snap[3]))
+            state.next_sid = snap[4]
+            items = (ProtoSession.from_stored(*row) for row in store.load())
+        else:
+            raise ValueError(f"session snapshot of unknown kind {snap[2]!r}")
+        for ps in items:
             key = (ps.property_id, ps.acid)
             state.sessions[key] = ps
             state.schedule(key, ps, ps.bucket)
         return state
+
+
+def check_version(snap: object) -> None:
+    """`ValueError` unless `snap` is a session snapshot of this build's format."""
+    if not isinstance(snap, tuple) or len(snap) < 3 or snap[0] != SNAPSHOT_VERSION:
+        version = snap[0] if isinstance(snap, tuple) and snap else snap
+        raise ValueError(f"session snapshot format {version!r} is not {SNAPSHOT_VERSION}: "
+                         "this build cannot resume it")

@@ -121,8 +121,10 @@ def test_generate_refuses_bad_combinations(argv: list[str], message: str,
 
 def test_progress_line_shows_open_proto_sessions() -> None:
     from collections import Counter
+
+    from flows.progress import progress_line
     t = Counter({"hits_read": 300, "open": 12, "closed:inactivity": 5, "dead_letters": 1})
-    assert cli.progress_line(t, 15.2) == (
+    assert progress_line(t, 15.2) == (
         "protosessions: 300 hits read, 12 open proto-sessions, 5 sessions, 1 dead letters, 15s")
 
 

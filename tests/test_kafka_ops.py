@@ -23,7 +23,7 @@ from flows.kafka import DeliveredKafkaSink, DeliveryError
 from flows.kafka_admin import RateLimit, rate_limited_kafka_logger
 from kafka_support import bootstrap, consume_all, produce, topics
 from protosessions import stats
-from flows.cli import progress_line
+from flows.progress import progress_line
 from protosessions.timefmt import format_time_us, wall_now_us
 from flows.topics import create_topics
 

@@ -40,17 +40,23 @@ def test_restore_keeps_compacted_hits_and_their_ids_for_dedup() -> None:
     assert session["hit_count"] == 14
 
 
-def test_each_hit_is_compressed_for_snapshots_once() -> None:
+def test_each_hit_is_compressed_for_a_store_once() -> None:
+    """With a store, a snapshot hands it only the hits it does not hold yet."""
+    from protosessions.store import MemoryStore
+
     s = Settings()
-    shard = SessionShard(s, Clock())
+    store = MemoryStore()
+    shard = SessionShard(s, Clock(), None, store)
     shard.on_hits(hits(["a", "b"], s))
-    [(_, chunks, _)] = shard.snapshot()[2]
-    [(_, again, _)] = shard.snapshot()[2]
-    assert again == chunks and again[0] is chunks[0]  # reused, not re-made
+    shard.snapshot()
+    [[first]] = [c for _, c in store.chunks.items()]
+    shard.snapshot()  # nothing new: no row
+    assert sum(map(len, store.chunks.values())) == 1 and len(store.meta[1]) == 1
     shard.on_hits(hits(["a", "b", "c"], s)[2:])
-    [(_, more, _)] = shard.snapshot()[2]
-    assert more[0] is chunks[0] and len(more) == 2  # only "c" is new
-    restored = SessionShard(s, Clock(), shard.snapshot())
+    snap = shard.snapshot()
+    [chunks] = store.chunks.values()
+    assert chunks[0] == first and len(chunks) == 2  # only "c" is new
+    restored = SessionShard(s, Clock(), snap, store)
     [(_, data)] = restored.close_all()
     assert [h["id"] for h in orjson.loads(data)["hits"]] == ["a", "b", "c"]
 

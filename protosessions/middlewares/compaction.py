@@ -26,10 +26,17 @@ class Compaction(BaseMiddleware):
             self.compact(ctx, ps)
 
     def compact(self, ctx: Context, ps: ProtoSession) -> None:
-        """Move the uncompressed hits of `ps` into a compressed block."""
-        ps.compacted.append(compress_hits(ps.hits))
+        """Move the uncompressed hits of `ps` into a compressed block; with a
+        store, the hits it does not hold yet stay queued for it, compressed."""
+        block = compress_hits(ps.hits)
+        ps.compacted.append(block)
+        if ps.sid and len(ps.hits) > ps.sealed_upto:
+            if ps.unsaved is None:
+                ps.unsaved = []
+            ps.unsaved.append(block if not ps.sealed_upto
+                              else compress_hits(ps.hits[ps.sealed_upto:]))
         ps.hits = []
-        ps.sealed, ps.sealed_upto = [], 0  # those hits are in the block now
+        ps.sealed_upto = 0  # those hits are in the block now
         ps.size = 0
         ctx.stats["compactions"] += 1
 

@@ -171,3 +171,88 @@ class IdentityJoin(BaseMiddleware):
                 del claims[key]
                 if self.evict:
                     self.table.disown(key, claim.owner)
+
+
+class D8aIdentityJoin(IdentityJoin):
+    """Identity rules `d8a` (SPEC rule 1): d8a v1.4's two-key claims, read in
+    merge order. A hit has up to two join keys: its user ID (joining by user
+    ID, non-empty; `Hit.user_id`) and its d8a session stamp (joining by
+    stamp; `Hit.join_key`). Both are checked and registered at once under
+    the hit's own ACID `A`: a key nobody owns (or whose claim lapsed, as in
+    `IdentityJoin`) is claimed by `A`, a key `A` owns is seen again. Then
+    the hit takes the owner of its user ID if another ACID owns it, else the
+    owner of its stamp if another owns it, else stays `A`. A key another
+    ACID owns is not seen again by this hit. Strategy `evict` moves `A`'s
+    proto-session and keys to that owner, as `IdentityJoin` does.
+
+    Its claims are keyed `(property_id, key)` like `IdentityJoin`'s, but one
+    hit touches two keys, so the flow routes a property's hits to one
+    identity shard (`engine.identity_shard`)."""
+
+    def __init__(self, settings: Settings, table: ClaimTable) -> None:
+        super().__init__(settings, table)
+        self.by_user = settings.join_by_user_id
+
+    def handle(self, ctx: Context, hit: Hit, next: Next) -> None:
+        owner = self._claim(hit)
+        if owner is not None:
+            if self.evict:
+                self._move(ctx, hit, owner, next)
+            hit.repoint(owner)
+        next(hit)
+
+    def join_batch(self, hits: list[Hit], out: list[Hit]) -> None:
+        """`handle` for a batch of hits in clock order, strategy `rewrite` only."""
+        assert not self.evict
+        claim = self._claim
+        append = out.append
+        for hit in hits:
+            owner = claim(hit)
+            if owner is not None:
+                hit.repoint(owner)
+            append(hit)
+
+    def _claim(self, hit: Hit) -> str | None:
+        """Check and register the hit's keys under its ACID; the other ACID
+        it now belongs to (by user ID first, then by stamp), or None."""
+        uid = hit.user_id if self.by_user else None
+        stamp = hit.join_key
+        if uid is None and stamp is None:
+            return None
+        table = self.table
+        claims = table.claims
+        pid, acid, t = hit.property_id, hit.acid, hit.t
+        duration, lateness = self.duration, self.lateness
+        lapsed_at = hit.clock - lateness  # a claim is lapsed once this reaches last + duration
+        owner = None
+        for jk in ("u:" + uid if uid else None, stamp):
+            if jk is None:
+                continue
+            key = (pid, jk)
+            claim = claims.get(key)
+            if claim is None or t - claim.last >= duration or lapsed_at >= claim.last + duration:
+                if self.evict and claim is not None:
+                    table.disown(key, claim.owner)
+                claim = claims[key] = Claim(acid, t)
+                if self.evict:
+                    table.own(key, acid)
+            elif claim.owner == acid:
+                if t > claim.last:
+                    claim.last = t
+            else:
+                if owner is None:
+                    owner = claim.owner
+                continue  # not seen again: its claim is unchanged
+            bucket = (claim.last + duration + lateness) // self.tick
+            if bucket != claim.bucket:
+                claim.bucket = bucket
+                table.wheel.schedule(key, bucket)
+        return owner
+
+
+def identity_join(settings: Settings, table: ClaimTable) -> IdentityJoin:
+    """The identity middleware of `settings.identity_rules`: `IdentityJoin`
+    (classic) or `D8aIdentityJoin` (d8a); the chain around it is the same."""
+    if settings.identity_rules == "d8a":
+        return D8aIdentityJoin(settings, table)
+    return IdentityJoin(settings, table)

@@ -1,0 +1,272 @@
+"""The durable state store: one SQLite file per session shard, in the
+recovery directory (`<dir>/state/sessions-<shard>.sqlite3`).
+
+A session shard's snapshot writes its changes here as one position (one
+transaction: new hit chunks, the latest metadata of changed proto-sessions,
+the ids of those that closed) and Bytewax's own snapshot keeps only the
+marker of that position (`protosessions.store`). Any process can open any
+shard's file on the shared volume, so the store moves with its shard when a
+resume changes the number of workers or processes.
+
+Garbage: rows of proto-sessions closed at or before the oldest position any
+resumable epoch names, and metadata versions older than that position's.
+Which positions are resumable is read where Bytewax keeps them: the markers
+in the `snaps` rows it still holds for the shard (it deletes older ones as
+its own commits allow, keeping `--backup-interval` of them).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pickle
+import secrets
+import sqlite3
+import time
+from pathlib import Path
+from typing import Iterable, Optional
+
+from protosessions.codec import dictionaries
+from protosessions.store import Change, Marker, Stored, check_marker
+
+FORMAT = "1"  # of the tables below; a file of another format is refused
+SUBDIR = "state"
+COLLECT_EVERY_S = 30.0  # garbage collection, at most this often per shard
+# SYNC: WAL with synchronous=NORMAL. A commit survives the process being
+# killed (it is in the WAL file), not an OS crash or power loss before the
+# next checkpoint; fsyncing every shard's commit costs ~4 ms each, 64 shards
+# a snapshot (a quarter of a core at --snapshot-interval 1s). Should the OS
+# lose a position the partitions name, the resume is refused in one line
+# (`check_marker`), never misread.
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (sid INTEGER NOT NULL, pos INTEGER NOT NULL, blob BLOB NOT NULL,
+                                 PRIMARY KEY (sid, pos));
+CREATE TABLE IF NOT EXISTS chunks (sid INTEGER NOT NULL, pos INTEGER NOT NULL, seq INTEGER NOT NULL,
+                                   blob BLOB NOT NULL, PRIMARY KEY (sid, pos, seq));
+CREATE TABLE IF NOT EXISTS closed (sid INTEGER PRIMARY KEY, pos INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS closed_pos ON closed (pos);
+CREATE TABLE IF NOT EXISTS positions (pos INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS dictionaries (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
+"""
+
+
+class StateStoreError(ValueError):
+    """A state store file that cannot be used (one line, naming the file)."""
+
+
+def store_path(directory: str, shard: int) -> str:
+    return os.path.join(directory, SUBDIR, f"sessions-{shard:04d}.sqlite3")
+
+
+def store_files(directory: str) -> list[str]:
+    folder = Path(directory, SUBDIR)
+    return sorted(str(p) for p in folder.glob("sessions-*.sqlite3")) if folder.is_dir() else []
+
+
+class SqliteStore:
+    """`protosessions.store.ShardStore` in one SQLite file (WAL journal, as
+    Bytewax's partitions). Used by one worker at a time: the one that holds
+    the shard."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: str, create: bool = True) -> None:
+        self.path = path
+        if create:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        elif not os.path.exists(path):
+            raise StateStoreError(f"state store {path} does not exist")
+        try:
+            self.db = sqlite3.connect(path, timeout=5, isolation_level=None,
+                                      check_same_thread=False)
+            self.db.text_factory = bytes  # decoded by hand: a damaged text is one clear line
+            self.db.execute("PRAGMA synchronous=NORMAL")  # see SYNC above
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")  # one transaction
+            info = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace")
+                    for k, v in self.db.execute("SELECT name, value FROM info")}
+            if not info and not create:
+                raise StateStoreError(f"state store {path} holds no store information")
+            if not info:
+                info = {"format": FORMAT, "token": secrets.token_hex(8), "position": "0",
+                        "last": "0"}
+                with self._txn():
+                    self.db.executemany("INSERT INTO info VALUES (?, ?)", list(info.items()))
+        except sqlite3.Error as e:
+            raise StateStoreError(f"state store {path} is not a readable SQLite file ({e})") from None
+        if info.get("format") != FORMAT:
+            raise StateStoreError(f"state store {path} is of format {info.get('format')!r}, this "
+                                  f"build reads format {FORMAT}: start afresh with a new recovery "
+                                  "directory")
+        try:
+            self.token = info["token"]
+            self.position = int(info["position"])
+            self.last = int(info["last"])
+        except (KeyError, ValueError):
+            raise StateStoreError(f"state store {path} has no valid position") from None
+        self.bytes_written = 0
+        try:
+            for dict_id, data in self.db.execute("SELECT id, data FROM dictionaries"):
+                dictionaries.register(dict_id, data)
+        except sqlite3.Error as e:
+            raise StateStoreError(f"state store {path} is not a readable SQLite file ({e})") from None
+
+    def keep_dictionary(self, dict_id: int, data: bytes) -> None:
+        self.db.execute("INSERT OR IGNORE INTO dictionaries VALUES (?, ?)", (dict_id, data))
+
+    def _txn(self) -> "_Transaction":
+        return _Transaction(self.db)
+
+    def write(self, changes: list[Change], closed: list[int]) -> Marker:
+        pos = self.last + 1  # never a number used before, even one rolled back
+        rows = [(sid, pos, seq, c) for sid, _, chunks in changes for seq, c in enumerate(chunks)]
+        with self._txn():
+            self.db.executemany("INSERT INTO meta VALUES (?, ?, ?)",
+                                [(sid, pos, blob) for sid, blob, _ in changes])
+            self.db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?)", rows)
+            self.db.executemany("INSERT OR REPLACE INTO closed VALUES (?, ?)",
+                                [(sid, pos) for sid in closed])
+            self.db.execute("INSERT INTO positions VALUES (?)", (pos,))
+            self.db.executemany("UPDATE info SET value = ? WHERE name = ?",
+                                [(str(pos), "position"), (str(pos), "last")])
+        self.position = self.last = pos
+        self.bytes_written += (sum(len(b) for _, b, _ in changes)
+                               + sum(len(r[3]) for r in rows) + 16 * len(closed))
+        return Marker(self.kind, pos, self.token)
+
+    def rollback(self, marker: Marker | None) -> None:
+        held = marker is not None and self.db.execute(
+            "SELECT 1 FROM positions WHERE pos = ?", (int(marker[1]),)).fetchone() is not None
+        target = 0 if marker is None else check_marker(Marker(*marker), self.kind, self.token,
+                                                       held, f"state store {self.path}")
+        if target == self.position and marker is not None:
+            return
+        with self._txn():
+            for table in ("meta", "chunks", "closed", "positions"):
+                self.db.execute(f"DELETE FROM {table} WHERE pos > ?", (target,))
+            self.db.execute("UPDATE info SET value = ? WHERE name = 'position'", (str(target),))
+        self.position = target
+
+    def load(self) -> Iterable[Stored]:
+        metas = self.db.execute(
+            "SELECT m.sid, m.blob FROM meta m WHERE m.pos = "
+            "(SELECT MAX(pos) FROM meta WHERE sid = m.sid) "
+            "AND m.sid NOT IN (SELECT sid FROM closed) ORDER BY m.sid").fetchall()
+        chunks: dict[int, list[bytes]] = {sid: [] for sid, _ in metas}
+        for sid, blob in self.db.execute("SELECT sid, blob FROM chunks ORDER BY sid, pos, seq"):
+            got = chunks.get(sid)
+            if got is not None:
+                got.append(blob)
+        for sid, blob in metas:
+            yield sid, blob, chunks[sid]
+
+    def collect(self, oldest: int) -> int:
+        with self._txn():
+            gone = "(SELECT sid FROM closed WHERE pos <= ?)"
+            n = self.db.execute(f"DELETE FROM chunks WHERE sid IN {gone}", (oldest,)).rowcount
+            n += self.db.execute(f"DELETE FROM meta WHERE sid IN {gone}", (oldest,)).rowcount
+            n += self.db.execute("DELETE FROM closed WHERE pos <= ?", (oldest,)).rowcount
+            n += self.db.execute(
+                "DELETE FROM meta WHERE pos < (SELECT MAX(m.pos) FROM meta m "
+                "WHERE m.sid = meta.sid AND m.pos <= ?)", (oldest,)).rowcount
+            self.db.execute("DELETE FROM positions WHERE pos < ?", (oldest,))
+        return n
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind, value, tb) -> None:
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def partitions(directory: str) -> list[str]:
+    """Bytewax's recovery partitions in a recovery directory."""
+    return sorted(glob.glob(os.path.join(directory, "part-*.sqlite3")))
+
+
+def oldest_resumable(directory: str, step_id: str, state_key: str) -> Optional[int]:
+    """The smallest store position among the snapshots Bytewax still holds
+    for one shard (any of them may be resumed), or None when none can be
+    read (then nothing is collected)."""
+    positions: list[int] = []
+    for part in partitions(directory):
+        try:
+            with sqlite3.connect(f"file:{part}?mode=ro", uri=True, timeout=1) as db:
+                rows = db.execute("SELECT ser_change FROM snaps WHERE step_id = ? AND state_key = ? "
+                                  "AND ser_change IS NOT NULL", (step_id, state_key)).fetchall()
+        except sqlite3.Error:
+            return None
+        for (blob,) in rows:
+            try:
+                snap = pickle.loads(blob)
+                positions.append(int(snap[0][3][1]))
+            except Exception:
+                return None
+    return min(positions) if positions else None
+
+
+class ShardStores:
+    """Opens the store of each session shard of a run and collects its
+    garbage now and then (`COLLECT_EVERY_S`)."""
+
+    def __init__(self, directory: str, step_id: str, names: tuple[str, ...]) -> None:
+        self.directory = directory
+        self.step_id = step_id
+        self.names = names
+
+    def open(self, shard: int) -> SqliteStore:
+        return SqliteStore(store_path(self.directory, shard))
+
+    def maybe_collect(self, store: SqliteStore, shard: int, last: list[float]) -> None:
+        """Collect `store`'s garbage if `COLLECT_EVERY_S` passed since `last[0]`."""
+        now = time.monotonic()
+        if now - last[0] < COLLECT_EVERY_S:
+            return
+        last[0] = now
+        oldest = oldest_resumable(self.directory, self.step_id, self.names[shard])
+        if oldest is not None:
+            store.collect(min(oldest, store.position))
+
+
+def check_store_file(path: str) -> None:
+    """Read a whole store file as a resume would (raises what it would).
+    A file that holds nothing yet (a process killed as it created it) is
+    fine: no snapshot names it."""
+    from protosessions.state import ProtoSession
+
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        try:
+            if not db.execute("SELECT 1 FROM info").fetchone():
+                return
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return
+            raise
+    store = SqliteStore(path, create=False)
+    try:
+        for row in store.load():
+            ProtoSession.from_stored(*row)
+    finally:
+        store.close()
+
+
+def check_marker_in(directory: str, shard: int, marker: tuple) -> None:
+    """Raise unless shard `shard`'s store in `directory` holds `marker`'s position."""
+    path = store_path(directory, shard)
+    store = SqliteStore(path, create=False)
+    try:
+        held = store.db.execute("SELECT 1 FROM positions WHERE pos = ?",
+                                (int(marker[1]),)).fetchone() is not None
+        check_marker(Marker(*marker), store.kind, store.token, held, f"state store {path}")
+    finally:
+        store.close()
