@@ -1,6 +1,6 @@
 """Kafka throughput: (a) `protosessions run --until-end` against (b) a bare
 Bytewax flow that only copies the hits topic to another topic
-(bench/kafka_copy_flow.py: same KafkaSource and DeliveredKafkaSink). Both read
+(bench/kafka_copy_flow.py: the job's HitsSource and DeliveredKafkaSink). Both read
 the same, freshly produced hits topic to its end as child processes, in one run
 of this script; prints wall time, hits/s, the (a)/(b) ratio, peak RSS (os.wait4
 ru_maxrss) and the sessions written. Producing the hits is not timed into

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from protosessions import stats
 from protosessions.units import parse_duration_us
 
-from .options import BY_DEST, OPTIONS, from_env, parse_bool, split_list
+from .options import BY_DEST, OPTIONS, from_env, kafka_config, parse_bool, split_list
 from .progress import Progress, final_line
 from .usage import UsageError
 
@@ -202,8 +202,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         config = RunConfig.from_values(_run_values(args))
         config.check()
-        parse_duration_us(config.snapshot_interval)
-        parse_duration_us(config.backup_interval)
     except ValueError as e:
         raise UsageError(f"protosessions run: {e}") from None
     if config.workers < 1:
@@ -261,7 +259,7 @@ def _prepare_recovery(config: Any) -> bool:
                                 damaged_snapshot, resume_record)
 
     try:
-        checked_recovery_config(config.recovery_dir, config.backup_interval)
+        checked_recovery_config(config.recovery_dir, config.backup_interval_us)
         resumed = check_resume(config.recovery_dir, resume_record(config))
         damage = damaged_snapshot(config.recovery_dir) if resumed else None
     except RecoveryError as e:
@@ -355,7 +353,6 @@ def _generate_live(args: argparse.Namespace) -> int:
         raise UsageError("protosessions generate: --kafka-brokers needs --rate (hits per second, > 0)")
     try:
         duration_s = None if args.duration is None else parse_duration_us(args.duration) / 1e6
-        from .options import kafka_config
         conf = kafka_config(args.kafka_config)
     except ValueError as e:
         raise UsageError(f"protosessions generate: {e}") from None
@@ -370,6 +367,46 @@ def _generate_live(args: argparse.Namespace) -> int:
         raise UsageError(f"protosessions generate: {e}") from None
     print(result.summary(), file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    """`topics create`: each topic's name and whether it was created or existed."""
+    if not args.kafka_brokers:
+        raise UsageError("protosessions topics create: --kafka-brokers (or PROTOSESSIONS_KAFKA_BROKERS) is required")
+    if args.partitions < 1 or args.replication_factor < 1:
+        raise UsageError("protosessions topics create: --partitions and --replication-factor must be >= 1")
+    try:
+        conf = kafka_config(args.kafka_config)
+    except ValueError as e:
+        raise UsageError(f"protosessions topics create: {e}") from None
+    names = [args.hits_topic, args.sessions_topic, args.dead_letter_topic]
+    try:
+        timeout_s = parse_duration_us(args.kafka_timeout) / 1e6
+    except ValueError as e:
+        raise UsageError(f"protosessions topics create: --kafka-timeout: {e}") from None
+    from .kafka_admin import KafkaUnavailable
+    from .topics import create_topics
+
+    try:
+        result = create_topics(args.kafka_brokers, names, args.partitions,
+                               args.replication_factor, conf, timeout=timeout_s)
+    except KafkaUnavailable as e:  # broker unreachable, not authorised...
+        raise UsageError(f"protosessions topics create: {e}") from None
+    for name in names:
+        print(f"{name}: {result[name]}", file=sys.stderr)
+    return 0
+
+
+def _bridge_values(args: argparse.Namespace) -> tuple[float, float, dict[str, str]]:
+    """`d8a-bridge`'s poll interval and Kafka timeout in seconds and its
+    librdkafka settings, parsed here as every setting is (one line, exit 2)."""
+    try:
+        poll_s = parse_duration_us(args.poll_interval) / 1e6
+        timeout_s = parse_duration_us(args.kafka_timeout) / 1e6
+        conf = kafka_config(args.kafka_config or ())
+    except ValueError as e:
+        raise UsageError(f"protosessions d8a-bridge: {e}") from None
+    return poll_s, timeout_s, conf
 
 
 def _warn_unknown_env() -> None:
@@ -393,11 +430,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "generate":
             return cmd_generate(args)
         if args.command == "topics":
-            from .topics import cmd_topics
             return cmd_topics(args)
         if args.command == "d8a-bridge":
             from .d8a_bridge import cmd_bridge
-            return cmd_bridge(args)
+            return cmd_bridge(args, *_bridge_values(args))
         if args.command == "recovery":
             from .recovery import cmd_recovery
             return cmd_recovery(args)

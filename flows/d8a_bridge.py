@@ -190,17 +190,17 @@ def summary_line(c: Counts, seconds: float, topic: str, queue: Path) -> str:
             f"{queue / REJECTED}, {seconds:.2f}s, {rate:.0f} hits/s")
 
 
-def cmd_bridge(args) -> int:
-    """The CLI command: one-line errors (exit 2), the summary line at the end;
-    exit 1 when a hit was not acknowledged, 130 after SIGINT."""
+def cmd_bridge(args, poll_s: float, timeout_s: float, conf: dict[str, str]) -> int:
+    """The CLI command, with its durations (seconds) and librdkafka settings
+    as `flows.cli` parsed them: one-line errors (exit 2), the summary line at
+    the end; exit 1 when a hit was not acknowledged, 130 after SIGINT."""
     import signal
 
     from confluent_kafka import Producer
 
     from .usage import UsageError
     from .kafka_admin import KafkaUnavailable, check_kafka, rate_limited_kafka_logger
-    from .options import kafka_config, weakened_delivery
-    from protosessions.units import parse_duration_us
+    from .options import weakened_delivery
 
     prog = "protosessions d8a-bridge"
     if not args.kafka_brokers:
@@ -211,12 +211,6 @@ def cmd_bridge(args) -> int:
     if not os.access(queue, os.R_OK | os.W_OK | os.X_OK):
         raise UsageError(f"{prog}: --queue {queue}: the bridge must read, delete and move its "
                          "files (no access)")
-    try:
-        poll_s = parse_duration_us(args.poll_interval) / 1e6
-        timeout_s = parse_duration_us(args.kafka_timeout) / 1e6
-        conf = kafka_config(args.kafka_config or ())
-    except ValueError as e:
-        raise UsageError(f"{prog}: {e}") from None
     if poll_s <= 0 or timeout_s <= 0:
         raise UsageError(f"{prog}: --poll-interval and --kafka-timeout must be more than 0s")
     weak = weakened_delivery(conf)

@@ -21,8 +21,7 @@ from typing import Any, Iterable
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
-from flows.options import RunConfig, kafka_config
-from protosessions.units import parse_duration_us
+from flows.options import RunConfig
 
 LOGGER = "protosessions.kafka"
 LINES_PER_INTERVAL = 3
@@ -170,9 +169,9 @@ def preflight(config: RunConfig) -> None:
     """`check_kafka` for a run on Kafka: its topics, its `--kafka-timeout`
     (what `protosessions run` and `flows.sessions:flow` call first)."""
     if config.streaming:
-        check_kafka(config.kafka_brokers, kafka_config(config.kafka_config),
+        check_kafka(config.kafka_brokers, config.kafka_settings,
                     (config.hits_topic, config.sessions_topic, config.dead_letter_topic),
-                    parse_duration_us(config.kafka_timeout) / 1e6)
+                    config.kafka_timeout_us / 1e6)
 
 
 __all__ = ["KafkaUnavailable", "RateLimit", "check_kafka", "connect", "preflight",

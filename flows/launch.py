@@ -20,10 +20,8 @@ import runpy
 import sys
 from typing import Mapping, Sequence
 
-from protosessions.units import parse_duration_us
-
 from . import supervisor
-from .options import BY_DEST
+from .options import BY_DEST, duration_us
 
 # (our option, the variable bytewax.run reads in whole seconds)
 INTERVALS = (("snapshot_interval", "BYTEWAX_SNAPSHOT_INTERVAL"),
@@ -39,7 +37,7 @@ def bytewax_env(environ: Mapping[str, str]) -> dict[str, str]:
         text = environ.get(option.env)
         if text is None and theirs in environ:  # only Bytewax's spelling: leave it
             continue
-        us = parse_duration_us(text if text is not None else option.default)
+        us = duration_us(option, text if text is not None else option.default)
         if us % 1_000_000:
             raise ValueError(f"{option.env}={text}: Bytewax takes whole seconds")
         seconds = str(us // 1_000_000)

@@ -26,7 +26,7 @@ class Option:
     name: str  # flag without dashes, e.g. "session-duration"
     default: Any
     help: str
-    kind: str = "str"  # str | int | bool | list
+    kind: str = "str"  # str | int | bool | list | duration (a run's own, in microseconds)
     engine: bool = False  # part of `Settings`
     choices: tuple[str, ...] = ()  # the only values allowed (kind str), shown in help
 
@@ -75,13 +75,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("dead-letter-topic", "hits.dead", "Kafka topic to write rejected hits to"),
     Option("kafka-config", (), "librdkafka setting key=value (repeatable)", "list"),
     Option("kafka-timeout", "30s", "Kafka: how long the start waits for the broker to answer and "
-           "show the hits, sessions and dead-letter topics; past it the run fails (exit 2)"),
+           "show the hits, sessions and dead-letter topics; past it the run fails (exit 2)",
+           "duration"),
     Option("skip-catching-up", False, "after downtime, start the clock at wall time", "bool"),
     Option("until-end", False, "Kafka: read the hits topic to its current end, then close "
            "everything as end_of_input and stop, like a file (backfills, tests)", "bool"),
     Option("recovery-dir", None, "Bytewax recovery directory (see `protosessions recovery init`)"),
-    Option("snapshot-interval", "10s", "how often state is snapshotted (Bytewax epoch)"),
-    Option("backup-interval", "0s", "how long old snapshots are kept for"),
+    Option("snapshot-interval", "10s", "how often state is snapshotted (Bytewax epoch)", "duration"),
+    Option("backup-interval", "0s", "how long old snapshots are kept for", "duration"),
     Option("batch-size", 2000, "hits read per batch", "int"),
     Option("max-held-hits", 200000, "hits a process may hold back for the time merge before "
            "it pauses reading the partitions that are ahead", "int"),
@@ -239,25 +240,66 @@ def service_link(name: str, value: str) -> bool:
     return re.fullmatch(pattern, value) is not None
 
 
+def duration_us(option: Option, text: Any) -> int:
+    """A `duration` option's text in microseconds; the one place a run's own
+    durations are parsed (ValueError as `protosessions run` words it)."""
+    try:
+        return parse_duration_us(text)
+    except ValueError as e:
+        if option.dest == "kafka_timeout":
+            raise ValueError(f"--kafka-timeout: {e}") from None
+        raise
+
+
+# Options a `RunConfig` holds typed, not as text: the engine's (in
+# `settings`), the run's durations (`<name>_us`) and the Kafka settings.
+TYPED = frozenset({o.dest for o in OPTIONS if o.engine or o.kind == "duration"} | {"kafka_config"})
+
+
 @dataclass
 class RunConfig:
-    """Everything a run needs: engine settings plus where data comes from and goes."""
+    """Everything a run needs, parsed once where the command line or the
+    environment is read (`from_values`): engine settings in microseconds and
+    bytes (`settings`), the run's own durations in microseconds, the
+    librdkafka settings as a dict. Below it nothing parses a duration or a size.
 
-    settings: Settings
+    `values` keeps the options as given: the resume record compares that
+    text (`flows.recovery.resume_record`), and the other options (paths,
+    topics, counts) are read from it by name."""
+
+    settings: Settings = field(default_factory=Settings)
     values: dict[str, Any] = field(default_factory=dict)
+    kafka_timeout_us: int = parse_duration_us(BY_DEST["kafka_timeout"].default)
+    snapshot_interval_us: int = parse_duration_us(BY_DEST["snapshot_interval"].default)
+    backup_interval_us: int = parse_duration_us(BY_DEST["backup_interval"].default)
+    kafka_settings: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> "RunConfig":
-        return cls(engine_settings(values), dict(values))
+        """Parse option values (text, as flags or variables give them); a
+        ValueError says which is wrong, in one line."""
+        settings = engine_settings(values)
+        typed = {o.dest + "_us": duration_us(o, values.get(o.dest, o.default))
+                 for o in OPTIONS if o.kind == "duration"}
+        conf = kafka_config(tuple(values.get("kafka_config") or ()))
+        return cls(settings, dict(values), kafka_settings=conf, **typed)
 
     def __getattr__(self, name: str) -> Any:
-        """Option values by name; an option not given has its default."""
+        """Option values by name; an option not given has its default. The
+        typed ones are refused: read `settings`, `<name>_us` or `kafka_settings`."""
         values = self.__dict__["values"]
+        if name in TYPED:
+            raise AttributeError(f"RunConfig.{name} is parsed: read settings.{name}(_us), "
+                                 f"{name}_us or kafka_settings; given() has the text")
         if name in values:
             return values[name]
         if name in BY_DEST:
             return BY_DEST[name].default
         raise AttributeError(name)
+
+    def given(self, name: str) -> Any:
+        """An option as it was given (its default if it was not)."""
+        return self.values.get(name, BY_DEST[name].default)
 
     @property
     def streaming(self) -> bool:
@@ -273,13 +315,9 @@ class RunConfig:
         inputs = [os.path.abspath(p) if p != "-" else p for p in self.input]
         if len(set(inputs)) != len(inputs):
             raise ValueError("--input: the same file is given twice")
-        try:
-            timeout = parse_duration_us(self.kafka_timeout)
-        except ValueError as e:
-            raise ValueError(f"--kafka-timeout: {e}") from None
-        if timeout <= 0:
+        if self.kafka_timeout_us <= 0:
             raise ValueError("--kafka-timeout must be more than 0s")
-        weak = weakened_delivery(kafka_config(self.kafka_config))
+        weak = weakened_delivery(self.kafka_settings)
         if weak:
             raise ValueError(f"--kafka-config {weak} would allow lost or duplicated sessions: "
                              "the sink needs enable.idempotence=true and acks=all (leave both unset)")

@@ -17,8 +17,6 @@ from typing import Any, Optional
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
-from protosessions.units import parse_duration_us
-
 from .state_store import partitions
 
 
@@ -39,7 +37,7 @@ def init(directory: str, count: int) -> list[str]:
     return partitions(directory)
 
 
-def checked_recovery_config(directory: str, backup_interval: str) -> RecoveryConfig:
+def checked_recovery_config(directory: str, backup_interval_us: int) -> RecoveryConfig:
     """A `RecoveryConfig`, after checking the store is initialised and complete."""
     if not os.path.isdir(directory):
         raise RecoveryError(f"recovery directory {directory} does not exist: create it with "
@@ -55,7 +53,7 @@ def checked_recovery_config(directory: str, backup_interval: str) -> RecoveryCon
         raise RecoveryError(f"recovery directory {directory} has partitions {sorted(names)}, "
                             f"not part-0..part-{count - 1}: it is incomplete or mixed")
     _check_writable(directory, parts)
-    backup = timedelta(microseconds=parse_duration_us(backup_interval))
+    backup = timedelta(microseconds=backup_interval_us)
     return RecoveryConfig(directory, backup_interval=backup)
 
 
@@ -97,7 +95,7 @@ RECORDED = ("input", "output", "dead_letter", "shards", "identity_shards", "sess
 
 def resume_record(config: Any) -> dict[str, Any]:
     """The values of `RECORDED` for a run; file paths absolute, Kafka by topic."""
-    record = {name: getattr(config, name) for name in RECORDED}
+    record = {name: config.given(name) for name in RECORDED}  # as given: text
     record["state_format"] = STATE_FORMAT
     if config.streaming:
         record.update(input="kafka topic " + config.hits_topic, output=None, dead_letter=None)

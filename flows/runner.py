@@ -10,7 +10,6 @@ from bytewax.recovery import InconsistentPartitionsError, MissingPartitionsError
 from bytewax.run import cli_main
 
 from flows.options import RunConfig
-from protosessions.units import parse_duration_us
 
 from . import stop
 from .kafka_admin import preflight
@@ -27,11 +26,11 @@ def run(config: RunConfig,
     `KafkaUnavailable`."""
     tune_gc()
     preflight(config)  # fails in --kafka-timeout, not never
-    recovery = (checked_recovery_config(config.recovery_dir, config.backup_interval)
+    recovery = (checked_recovery_config(config.recovery_dir, config.backup_interval_us)
                 if config.recovery_dir else None)
     flow = build_flow(config, snapshots=recovery is not None,
                       state_dir=config.recovery_dir if recovery is not None else None)
-    epoch = timedelta(microseconds=parse_duration_us(config.snapshot_interval))
+    epoch = timedelta(microseconds=config.snapshot_interval_us)
     stop.install()
     try:
         with during or nullcontext():

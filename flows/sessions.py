@@ -25,7 +25,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from protosessions.closer import Requeue
-from flows.options import RunConfig, from_env, kafka_config
+from flows.options import RunConfig, from_env
 from . import metrics
 from .backlog import backlog
 from .files import STDERR, JsonlSink, JsonlSource
@@ -70,7 +70,7 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
         from .kafka import DeliveredKafkaSink
         from .kafka_source import HitsSource
 
-        kconf = kafka_config(config.kafka_config)
+        kconf = config.kafka_settings
         brokers = config.kafka_brokers
         source = source or HitsSource(brokers, config.hits_topic, kconf, settings,
                                       config.batch_size, tail=not config.until_end)
@@ -143,7 +143,12 @@ def __getattr__(name: str) -> Dataflow:
         from .kafka_admin import KafkaUnavailable, preflight
 
         tune_gc()
-        config = RunConfig.from_values(from_env(os.environ))
+        try:
+            config = RunConfig.from_values(from_env(os.environ))
+            config.check()
+        except ValueError as e:  # a PROTOSESSIONS_* setting that is wrong: one line
+            print(f"flows.sessions:flow: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
         try:
             preflight(config)
         except KafkaUnavailable as e:

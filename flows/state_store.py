@@ -39,15 +39,16 @@ COLLECT_EVERY_S = 30.0  # garbage collection, at most this often per shard
 # lose a position the partitions name, the resume is refused in one line
 # (`check_marker`), never misread.
 
+# One append-only log: a write appends its rows at the end of the table
+# (rowid order is position order), so a commit touches the last page or two
+# of it, not a page per changed proto-session, as tables keyed by session
+# would; pages of 1 KiB keep that small too. Kinds: a position's marker
+# row (sid 0), a change (metadata and its new hit chunks, pickled), a close.
+POSITION, CHANGE, CLOSE = 0, 1, 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (sid INTEGER NOT NULL, pos INTEGER NOT NULL, blob BLOB NOT NULL,
-                                 PRIMARY KEY (sid, pos));
-CREATE TABLE IF NOT EXISTS chunks (sid INTEGER NOT NULL, pos INTEGER NOT NULL, seq INTEGER NOT NULL,
-                                   blob BLOB NOT NULL, PRIMARY KEY (sid, pos, seq));
-CREATE TABLE IF NOT EXISTS closed (sid INTEGER PRIMARY KEY, pos INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS closed_pos ON closed (pos);
-CREATE TABLE IF NOT EXISTS positions (pos INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS log (pos INTEGER NOT NULL, sid INTEGER NOT NULL, kind INTEGER NOT NULL,
+                                meta BLOB, chunks BLOB);
 CREATE TABLE IF NOT EXISTS dictionaries (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 """
 
@@ -82,6 +83,7 @@ class SqliteStore:
             self.db = sqlite3.connect(path, timeout=5, isolation_level=None,
                                       check_same_thread=False)
             self.db.text_factory = bytes  # decoded by hand: a damaged text is one clear line
+            self.db.execute("PRAGMA page_size=1024")  # takes effect only as the file is created
             self.db.execute("PRAGMA synchronous=NORMAL")  # see SYNC above
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")  # one transaction
@@ -90,28 +92,27 @@ class SqliteStore:
             if not info and not create:
                 raise StateStoreError(f"state store {path} holds no store information")
             if not info:
-                info = {"format": FORMAT, "token": secrets.token_hex(8), "position": "0",
-                        "last": "0"}
+                info = {"format": FORMAT, "token": secrets.token_hex(8), "last": "0"}
                 with self._txn():
                     self.db.executemany("INSERT INTO info VALUES (?, ?)", list(info.items()))
-        except sqlite3.Error as e:
-            raise StateStoreError(f"state store {path} is not a readable SQLite file ({e})") from None
-        if info.get("format") != FORMAT:
-            raise StateStoreError(f"state store {path} is of format {info.get('format')!r}, this "
-                                  f"build reads format {FORMAT}: start afresh with a new recovery "
-                                  "directory")
-        try:
+            if info.get("format") != FORMAT:
+                raise StateStoreError(f"state store {path} is of format {info.get('format')!r}, "
+                                      f"this build reads format {FORMAT}: start afresh with a new "
+                                      "recovery directory")
             self.token = info["token"]
-            self.position = int(info["position"])
-            self.last = int(info["last"])
-        except (KeyError, ValueError):
-            raise StateStoreError(f"state store {path} has no valid position") from None
-        self.bytes_written = 0
-        try:
+            tail = self.db.execute("SELECT pos FROM log WHERE kind = ? ORDER BY rowid DESC "
+                                   "LIMIT 1", (POSITION,)).fetchone()
+            self.position = tail[0] if tail else 0
+            self.last = max(int(info["last"]), self.position)
             for dict_id, data in self.db.execute("SELECT id, data FROM dictionaries"):
                 dictionaries.register(dict_id, data)
         except sqlite3.Error as e:
             raise StateStoreError(f"state store {path} is not a readable SQLite file ({e})") from None
+        except (KeyError, ValueError) as e:
+            if isinstance(e, StateStoreError):
+                raise
+            raise StateStoreError(f"state store {path} has no valid store information") from None
+        self.bytes_written = 0
 
     def keep_dictionary(self, dict_id: int, data: bytes) -> None:
         self.db.execute("INSERT OR IGNORE INTO dictionaries VALUES (?, ?)", (dict_id, data))
@@ -120,58 +121,73 @@ class SqliteStore:
         return _Transaction(self.db)
 
     def write(self, changes: list[Change], closed: list[int]) -> Marker:
+        if not changes and not closed and self.position:
+            return Marker(self.kind, self.position, self.token)  # nothing new: same position
         pos = self.last + 1  # never a number used before, even one rolled back
-        rows = [(sid, pos, seq, c) for sid, _, chunks in changes for seq, c in enumerate(chunks)]
+        rows = [(pos, sid, CHANGE, blob, pickle.dumps(chunks, protocol=5))
+                for sid, blob, chunks in changes]
+        rows += [(pos, sid, CLOSE, None, None) for sid in closed]
+        rows.append((pos, 0, POSITION, None, None))
         with self._txn():
-            self.db.executemany("INSERT INTO meta VALUES (?, ?, ?)",
-                                [(sid, pos, blob) for sid, blob, _ in changes])
-            self.db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?)", rows)
-            self.db.executemany("INSERT OR REPLACE INTO closed VALUES (?, ?)",
-                                [(sid, pos) for sid in closed])
-            self.db.execute("INSERT INTO positions VALUES (?)", (pos,))
-            self.db.executemany("UPDATE info SET value = ? WHERE name = ?",
-                                [(str(pos), "position"), (str(pos), "last")])
+            self.db.executemany("INSERT INTO log VALUES (?, ?, ?, ?, ?)", rows)
         self.position = self.last = pos
-        self.bytes_written += (sum(len(b) for _, b, _ in changes)
-                               + sum(len(r[3]) for r in rows) + 16 * len(closed))
+        self.bytes_written += sum(len(r[3]) + len(r[4]) for r in rows if r[2] == CHANGE)
         return Marker(self.kind, pos, self.token)
 
+    def holds(self, pos: int) -> bool:
+        """Whether position `pos` is in the store (written, not rolled back or collected)."""
+        return self.db.execute("SELECT 1 FROM log WHERE kind = ? AND pos = ?",
+                               (POSITION, pos)).fetchone() is not None
+
     def rollback(self, marker: Marker | None) -> None:
-        held = marker is not None and self.db.execute(
-            "SELECT 1 FROM positions WHERE pos = ?", (int(marker[1]),)).fetchone() is not None
+        held = marker is not None and self.holds(int(marker[1]))
         target = 0 if marker is None else check_marker(Marker(*marker), self.kind, self.token,
                                                        held, f"state store {self.path}")
         if target == self.position and marker is not None:
             return
         with self._txn():
-            for table in ("meta", "chunks", "closed", "positions"):
-                self.db.execute(f"DELETE FROM {table} WHERE pos > ?", (target,))
-            self.db.execute("UPDATE info SET value = ? WHERE name = 'position'", (str(target),))
+            self.db.execute("DELETE FROM log WHERE pos > ?", (target,))
+            self.db.execute("UPDATE info SET value = ? WHERE name = 'last'", (str(self.last),))
         self.position = target
 
     def load(self) -> Iterable[Stored]:
-        metas = self.db.execute(
-            "SELECT m.sid, m.blob FROM meta m WHERE m.pos = "
-            "(SELECT MAX(pos) FROM meta WHERE sid = m.sid) "
-            "AND m.sid NOT IN (SELECT sid FROM closed) ORDER BY m.sid").fetchall()
-        chunks: dict[int, list[bytes]] = {sid: [] for sid, _ in metas}
-        for sid, blob in self.db.execute("SELECT sid, blob FROM chunks ORDER BY sid, pos, seq"):
-            got = chunks.get(sid)
-            if got is not None:
-                got.append(blob)
-        for sid, blob in metas:
-            yield sid, blob, chunks[sid]
+        metas: dict[int, bytes] = {}
+        chunks: dict[int, list[bytes]] = {}
+        closed: set[int] = set()
+        for sid, kind, meta, blob in self.db.execute(
+                "SELECT sid, kind, meta, chunks FROM log WHERE kind != ? ORDER BY rowid",
+                (POSITION,)):
+            if kind == CLOSE:
+                closed.add(sid)
+                continue
+            if meta is not None:
+                metas[sid] = meta
+            chunks.setdefault(sid, []).extend(pickle.loads(blob))
+        for sid in sorted(metas):
+            if sid not in closed:
+                yield sid, metas[sid], chunks[sid]
 
     def collect(self, oldest: int) -> int:
+        """Rows of proto-sessions closed at or before `oldest`, metadata
+        older than each one's latest at or before it, and markers of
+        positions before it. A scan of the log: so at most every
+        `COLLECT_EVERY_S`, not at each write."""
         with self._txn():
-            gone = "(SELECT sid FROM closed WHERE pos <= ?)"
-            n = self.db.execute(f"DELETE FROM chunks WHERE sid IN {gone}", (oldest,)).rowcount
-            n += self.db.execute(f"DELETE FROM meta WHERE sid IN {gone}", (oldest,)).rowcount
-            n += self.db.execute("DELETE FROM closed WHERE pos <= ?", (oldest,)).rowcount
-            n += self.db.execute(
-                "DELETE FROM meta WHERE pos < (SELECT MAX(m.pos) FROM meta m "
-                "WHERE m.sid = meta.sid AND m.pos <= ?)", (oldest,)).rowcount
-            self.db.execute("DELETE FROM positions WHERE pos < ?", (oldest,))
+            db = self.db
+            n = db.execute(
+                "DELETE FROM log WHERE kind != ? AND sid IN "
+                "(SELECT sid FROM log WHERE kind = ? AND pos <= ?)", (POSITION, CLOSE, oldest)).rowcount
+            latest: dict[int, int] = {}
+            stale: list[tuple[int]] = []
+            for rowid, sid in db.execute("SELECT rowid, sid FROM log WHERE kind = ? AND pos <= ? "
+                                         "AND meta IS NOT NULL ORDER BY rowid", (CHANGE, oldest)):
+                before = latest.get(sid)
+                if before is not None:
+                    stale.append((before,))
+                latest[sid] = rowid
+            db.executemany("UPDATE log SET meta = NULL WHERE rowid = ?", stale)
+            n += len(stale)
+            n += db.execute("DELETE FROM log WHERE kind = ? AND pos < ?", (POSITION, oldest)).rowcount
         return n
 
     def close(self) -> None:
@@ -265,8 +281,7 @@ def check_marker_in(directory: str, shard: int, marker: tuple) -> None:
     path = store_path(directory, shard)
     store = SqliteStore(path, create=False)
     try:
-        held = store.db.execute("SELECT 1 FROM positions WHERE pos = ?",
-                                (int(marker[1]),)).fetchone() is not None
+        held = store.holds(int(marker[1]))
         check_marker(Marker(*marker), store.kind, store.token, held, f"state store {path}")
     finally:
         store.close()

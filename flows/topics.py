@@ -1,13 +1,7 @@
-"""`protosessions topics create`: the hits, sessions and dead-letter topics,
-idempotently."""
+"""The hits, sessions and dead-letter topics, created idempotently
+(`protosessions topics create`, whose flags `flows.cli` reads)."""
 
 from __future__ import annotations
-
-import argparse
-import sys
-
-from .options import kafka_config
-from protosessions.units import parse_duration_us
 
 
 def create_topics(brokers: str, names: list[str], partitions: int, replication: int,
@@ -40,31 +34,3 @@ def create_topics(brokers: str, names: list[str], partitions: int, replication: 
                 raise KafkaUnavailable(f"Kafka at {brokers}: cannot create topic {name!r}: "
                                        f"{err.str()}") from None
     return result
-
-
-def cmd_topics(args: argparse.Namespace) -> int:
-    from .usage import UsageError
-
-    if not args.kafka_brokers:
-        raise UsageError("protosessions topics create: --kafka-brokers (or PROTOSESSIONS_KAFKA_BROKERS) is required")
-    if args.partitions < 1 or args.replication_factor < 1:
-        raise UsageError("protosessions topics create: --partitions and --replication-factor must be >= 1")
-    try:
-        conf = kafka_config(args.kafka_config)
-    except ValueError as e:
-        raise UsageError(f"protosessions topics create: {e}") from None
-    names = [args.hits_topic, args.sessions_topic, args.dead_letter_topic]
-    try:
-        timeout_s = parse_duration_us(args.kafka_timeout) / 1e6
-    except ValueError as e:
-        raise UsageError(f"protosessions topics create: --kafka-timeout: {e}") from None
-    from .kafka_admin import KafkaUnavailable
-
-    try:
-        result = create_topics(args.kafka_brokers, names, args.partitions,
-                               args.replication_factor, conf, timeout=timeout_s)
-    except KafkaUnavailable as e:  # broker unreachable, not authorised...
-        raise UsageError(f"protosessions topics create: {e}") from None
-    for name in names:
-        print(f"{name}: {result[name]}", file=sys.stderr)
-    return 0

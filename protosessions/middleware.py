@@ -71,6 +71,9 @@ class Context:
         self.closer = closer
         self.middlewares = middlewares
         self.stats: Counter[str] = Counter()
+        # `--session-hits ids|none` write no hit bytes, and need none kept
+        # (unless strategy `evict` re-sends a moved proto-session's hits).
+        self.keep_raw = settings.session_hits == "full" or settings.eviction_strategy == "evict"
         self.entry: Next = self._build_chain(terminal or self.store)
 
     def _build_chain(self, nxt: Next) -> Next:
@@ -92,7 +95,7 @@ class Context:
             ps.last_t = t
         if hit.clock > ps.seen_clock:
             ps.seen_clock = hit.clock
-        append_hit(ps, hit, t)
+        append_hit(ps, hit, t, self.keep_raw)
 
     def collect_all(self, acid: SessionKey) -> list[StoredHit]:
         """Every stored hit of a proto-session, oldest arrival first."""
@@ -142,11 +145,14 @@ class Context:
             mw.on_ping(self, ts)
 
 
-def append_hit(ps: ProtoSession, hit: Hit, t: int) -> None:
+def append_hit(ps: ProtoSession, hit: Hit, t: int, keep_raw: bool = True) -> None:
     """Add a hit, with its ACID set, to a proto-session's stored hits, ids,
-    clients, users and metrics (its times are the caller's)."""
+    clients, users and metrics (its times are the caller's). Without
+    `keep_raw` the stored hit holds no bytes (`Context.keep_raw`)."""
     raw = hit.raw
-    if hit.d8a_form:  # SPEC "The d8a form": written back as `AuthoritativeClientID`
+    if not keep_raw:
+        raw = b""
+    elif hit.d8a_form:  # SPEC "The d8a form": written back as `AuthoritativeClientID`
         raw = d8a.with_acid(raw, hit.acid, hit.has_acid)
     elif hit.has_acid or raw[-1:] != b"}":
         raw = with_acid(raw, hit.acid, hit.has_acid)
@@ -155,7 +161,7 @@ def append_hit(ps: ProtoSession, hit: Hit, t: int) -> None:
     ps.hits.append((t, raw, hit.id))
     ps.metrics.add(t, ps.count, hit.params)
     ps.count += 1
-    ps.size += len(raw)
+    ps.size += len(raw) if keep_raw else len(hit.id) + 48  # what it holds, for compaction
     ps.ids.add(hit.id)
     ps.client_ids.add(hit.client_id)
     if hit.user_id:

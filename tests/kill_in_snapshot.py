@@ -24,8 +24,8 @@ def write(self, changes, closed):
         return real_write(self, changes, closed)
     if when == "before":
         self.db.execute("BEGIN IMMEDIATE")
-        self.db.executemany("INSERT INTO meta VALUES (?, ?, ?)",
-                            [(sid, self.last + 1, blob) for sid, blob, _ in changes])
+        self.db.executemany("INSERT INTO log VALUES (?, ?, 1, ?, x'')",
+                            [(self.last + 1, sid, blob) for sid, blob, _ in changes])
         os.kill(os.getpid(), signal.SIGKILL)
     marker = real_write(self, changes, closed)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -155,7 +155,7 @@ def test_a_store_of_another_format_or_damaged_is_refused_in_one_line(tmp_path) -
     store.close()
     check_store_file(str(path2))
     with sqlite3.connect(path2) as db:
-        db.execute("UPDATE chunks SET blob = substr(blob, 1, 8) || zeroblob(length(blob) - 8)")
+        db.execute("UPDATE log SET chunks = substr(chunks, 1, 8) || zeroblob(length(chunks) - 8) WHERE kind = 1")
     with pytest.raises(Exception):
         check_store_file(str(path2))
 
@@ -243,7 +243,7 @@ def test_the_cli_refuses_a_damaged_state_store_in_one_line(finished_store, tmp_p
     damaged = 0
     for path in store_files(str(rec)):
         with sqlite3.connect(path) as db:
-            damaged += db.execute("UPDATE chunks SET blob = zeroblob(length(blob))").rowcount
+            damaged += db.execute("UPDATE log SET chunks = zeroblob(length(chunks)) WHERE kind = 1").rowcount
     assert damaged
     proc = _cli(*args)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
@@ -333,3 +333,33 @@ def test_a_store_opened_by_another_process_reads_its_dictionary(tmp_path) -> Non
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout) == sum(ps.count for ps in shard.state.sessions.values())
+
+
+@pytest.mark.parametrize("mode", ["ids", "none"])
+@pytest.mark.parametrize("compaction", ["0B", "1KiB"])
+def test_ids_and_none_keep_no_hit_bytes_and_give_the_same_sessions(mode, compaction) -> None:
+    """`--session-hits ids|none` hold no hit bytes in the open state, and
+    their records are `full`'s with `hits` as ids (or without it), through a
+    snapshot and restore too."""
+    import orjson
+
+    full_settings = Settings.from_strings(compaction_threshold=compaction)
+    settings = Settings.from_strings(compaction_threshold=compaction, session_hits=mode)
+    hits = parsed(generated(3000, 8), settings)
+    full = {orjson.loads(b)["session_id"]: orjson.loads(b) for b in run(full_settings, hits)}
+    ident, sess = IdentityShard(settings), SessionShard(settings, Clock(), None, MemoryStore())
+    half = len(hits) // 2
+    out = [b for _, b in sess.on_hits(ident.on_hits(hits[:half]))]
+    held = [h for ps in sess.state.sessions.values() for h in sess.ctx.collect_all((ps.property_id, ps.acid))]
+    assert held and all(h[1] == b"" for h in held)
+    store = sess.state.store
+    sess = SessionShard(settings, Clock(), sess.snapshot(), store)
+    out += [b for _, b in sess.on_hits(ident.on_hits(hits[half:]))]
+    out += [b for _, b in sess.close_all()]
+    got = {orjson.loads(b)["session_id"]: orjson.loads(b) for b in out}
+    assert got.keys() == full.keys()
+    for sid, rec in full.items():
+        ids = [h["id"] for h in rec.pop("hits")]
+        other = got[sid]
+        assert other.pop("hits", None) == (ids if mode == "ids" else None)
+        assert other == rec

@@ -40,6 +40,7 @@ def with_append_fast_path(ctx: Context) -> Next:
     duration, lateness, tick = trigger.duration, trigger.lateness, trigger.tick
     max_duration, last_event = trigger.max_duration, trigger.max_events - 1
     threshold = compaction.threshold
+    keep_raw = ctx.keep_raw
 
     def append(hit: Hit) -> None:
         key = hit.key
@@ -60,7 +61,7 @@ def with_append_fast_path(ctx: Context) -> Next:
             ps.last_t = last = t
         if c > ps.seen_clock:
             ps.seen_clock = c
-        append_hit(ps, hit, t)
+        append_hit(ps, hit, t, keep_raw)
         # Compaction
         if threshold and ps.size > threshold:
             compaction.compact(ctx, ps)
