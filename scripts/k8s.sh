@@ -298,7 +298,8 @@ down_quiet() {
   pid="$(pid_of kubelet || true)"; [[ -n $pid ]] && kill_pids "$pid"
   local cg procs
   for cg in $(kubepods_cgroups); do
-    procs="$(find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)"
+    # (cgroups vanish while this walks them: find's complaint is no failure)
+    procs="$(find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u || true)"
     [[ -n $procs ]] && kill -9 $procs 2>/dev/null || true
   done
   # Shims of our containerd (they leave its process tree): found by our socket in their command line.
