@@ -26,5 +26,7 @@ echo "k8s-e2e.sh: cluster, image and broker ready in $((SECONDS - t0))s" >&2
 rc=0
 K8S_E2E=1 PROTOSESSIONS_TEST_KAFKA="$KAFKA_HOST:$KAFKA_PORT" \
   $K8S exec "$PY" -m pytest -q -p no:cacheprovider -s -m k8s tests/test_k8s_e2e.py "$@" || rc=$?
+cleanup
+trap - EXIT
 echo "k8s-e2e.sh: done in $((SECONDS - t0))s (rc $rc)" >&2
 exit $rc

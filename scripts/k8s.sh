@@ -247,7 +247,8 @@ up() {
     --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
     --kubelet-client-certificate "$PKI/admin.crt" --kubelet-client-key "$PKI/admin.key" \
     --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
-    --service-account-issuer https://kubernetes.default.svc --profiling=false
+    --service-account-issuer https://kubernetes.default.svc --profiling=false \
+    --kubelet-preferred-address-types InternalIP
   wait_for kube-apiserver 90 kubectl_ get --raw /readyz
   start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig "$KUBECONFIG_FILE" \
     --leader-elect=false --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
@@ -297,7 +298,8 @@ down_quiet() {
   pid="$(pid_of kubelet || true)"; [[ -n $pid ]] && kill_pids "$pid"
   local cg procs
   for cg in $(kubepods_cgroups); do
-    procs="$(find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)"
+    # (cgroups vanish while this walks them: find's complaint is no failure)
+    procs="$(find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u || true)"
     [[ -n $procs ]] && kill -9 $procs 2>/dev/null || true
   done
   # Shims of our containerd (they leave its process tree): found by our socket in their command line.

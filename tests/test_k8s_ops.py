@@ -157,64 +157,6 @@ def test_the_pods_command_is_supervised_in_a_cluster_only(tmp_path) -> None:
     assert err.strip() == "protosessions: waiting for no-such-host to have an address"
 
 
-# --- the graceful stop of one process of a cluster, on the broker ---------------------
-
-@pytest.mark.kafka
-def test_graceful_stop_of_one_process_delivers_and_the_cluster_still_gets_it_exactly(
-        tmp_path) -> None:
-    from kafka_support import bootstrap, produce, topics
-    from protosessions.generate import generate_hits
-    from test_k8s_cluster import cluster_cmd_env, init_recovery, run_cluster, same, sessions
-
-    brokers = bootstrap()
-    lines = list(generate_hits(60_000, 4_000, seed=11,
-                               start=datetime(2025, 3, 1, tzinfo=timezone.utc)))
-    runs = {}
-    for label in ("one", "two-stopped"):
-        work = tmp_path / label
-        work.mkdir()
-        t = topics(brokers, 2, prefix=label)
-        produce(brokers, t["hits"], lines)
-        init_recovery(work)
-        procs = cluster_cmd_env(1 if label == "one" else 2, work, brokers, t)
-        if label == "one":
-            run_cluster(procs)
-        else:
-            from recovery_support import last_epoch
-            store = work / "recovery"
-            ps = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
-                  for cmd, env in procs]
-            try:
-                start = last_epoch(store)
-                while last_epoch(store) < start + 1 and ps[1].poll() is None:
-                    time.sleep(0.05)
-                assert ps[1].poll() is None, "finished before the stop"
-                t0 = time.monotonic()
-                ps[1].send_signal(signal.SIGTERM)
-                _, err1 = ps[1].communicate(timeout=25)
-                took = time.monotonic() - t0
-                assert ps[1].returncode == 0, err1
-                assert took < 5, f"the stop took {took:.1f}s"
-                assert "stopped after delivering what was produced" in err1
-                assert "Traceback" not in err1
-                again = subprocess.Popen(procs[1][0], env=procs[1][1], stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE, text=True,
-                                         start_new_session=True)
-                _, err0 = ps[0].communicate(timeout=600)
-                again.communicate(timeout=120)
-                assert ps[0].returncode == 0 and again.returncode == 0, err0
-                assert "Traceback" not in err0 and "PanicException" not in err0, err0
-                assert err0.count("protosessions: lost a peer") == 1, err0
-            finally:
-                for p in ps:
-                    if p.poll() is None:
-                        os.killpg(p.pid, signal.SIGKILL)
-        runs[label] = sessions(brokers, t["sessions"])
-    assert sum(s["hit_count"] for s in runs["one"].values()) > 55_000
-    same(runs["two-stopped"], runs["one"])
-
-
 # --- the recovery store --------------------------------------------------------------
 
 def test_the_resume_record_is_private_whatever_the_umask(tmp_path) -> None:
