@@ -49,12 +49,15 @@ def main() -> None:
     ap.add_argument("--modes", default="full,none")
     ap.add_argument("--extra", default="", help="more `run` arguments for both builds")
     ap.add_argument("--plot", default=str(ROOT / "docs" / "open_state.png"))
+    ap.add_argument("--after-only", action="store_true", help="skip the earlier build")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     extra = args.extra.split()
     files = {n: hits_file(n, min(args.clients, n // 5)) for n in sizes}
     raw = {n: files[n].stat().st_size / n for n in sizes}
     builds = [("before", tree(args.before)), ("after", ROOT)]
+    if args.after_only:
+        builds = builds[1:]
     series: dict[str, list[tuple[float, float]]] = {}
     print(f"{'build':7} {'mode':5} {'open hits':>10} {'RSS MB':>8} {'B/open hit':>11} "
           f"{'x raw':>6}", flush=True)
