@@ -86,6 +86,7 @@ class _Codec(threading.local):
         c = self.compressors.get(dict_id)
         if c is None:
             d = zstandard.ZstdCompressionDict(dictionaries.known[dict_id])
+            d.precompute_compress(level=1)  # else each call loads the dictionary again
             c = self.compressors[dict_id] = zstandard.ZstdCompressor(level=1, dict_data=d).compress
         return c
 

@@ -212,9 +212,10 @@ class ShardState:
         one, the changes go to the store and the snapshot is `(version,
         clock, "store", marker, next store id)`: its size and cost follow
         what changed, not what is open."""
-        if self.store is None:
+        if self.store is None:  # with the dictionaries its compacted blocks may use
             return (SNAPSHOT_VERSION, self.clock, "full",
-                    tuple(ps.to_snapshot() for ps in self.sessions.values()))
+                    tuple(ps.to_snapshot() for ps in self.sessions.values()),
+                    tuple(dictionaries.known.items()))
         changes: list[Change] = []
         changed: list[ProtoSession] = []
         dict_id = dictionaries.current
@@ -248,6 +249,8 @@ class ShardState:
         state = cls(store)
         state.clock = snap[1]
         if snap[2] == "full":
+            for dict_id, data in snap[4]:
+                dictionaries.register(dict_id, data)
             items = (ProtoSession.from_snapshot(item) for item in snap[3])
         elif snap[2] == "store":
             if store is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..config import Settings
 from ..hit import Hit
 from ..middleware import BaseMiddleware, Context, Next
+from ..codec import dictionaries
 from ..state import ProtoSession, SessionKey, StoredHit, compress_hits, decompress_hits
 
 
@@ -26,9 +27,13 @@ class Compaction(BaseMiddleware):
             self.compact(ctx, ps)
 
     def compact(self, ctx: Context, ps: ProtoSession) -> None:
-        """Move the uncompressed hits of `ps` into a compressed block; with a
-        store, the hits it does not hold yet stay queued for it, compressed."""
-        block = compress_hits(ps.hits)
+        """Move the uncompressed hits of `ps` into a compressed block (with
+        the stream's dictionary once there is one, `protosessions.codec`);
+        with a store, the hits it does not hold yet stay queued for it."""
+        dict_id = dictionaries.current
+        if not dict_id:
+            dictionaries.offer(ps.hits)
+        block = compress_hits(ps.hits, dict_id)
         ps.compacted.append(block)
         if ps.sid and len(ps.hits) > ps.sealed_upto:
             if ps.unsaved is None:
