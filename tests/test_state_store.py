@@ -186,7 +186,7 @@ def finished_store(tmp_path_factory):
     assert _cli("recovery", "init", str(d / "rec"), "--partitions", "2").returncode == 0
     args = ["run", "--input", str(d / "hits.jsonl"), "--output", str(d / "out.jsonl"),
             "--dead-letter", str(d / "dead.jsonl"), "--recovery-dir", str(d / "rec"),
-            "--snapshot-interval", "1s", "--session-duration", "24h"]
+            "--snapshot-interval", "100ms", "--session-duration", "24h"]  # epochs before the end, even on an idle machine
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     while proc.poll() is None and last_epoch(d / "rec") < 3:
@@ -289,7 +289,7 @@ def test_a_kill_inside_a_snapshot_loses_nothing_and_doubles_nothing(when, tmp_pa
     rec, out = tmp_path / "rec", tmp_path / "out.jsonl"
     assert _cli("recovery", "init", str(rec), "--partitions", "2").returncode == 0
     args = ["run", "--input", str(hits), "--output", str(out), "--dead-letter",
-            str(tmp_path / "dead"), "--recovery-dir", str(rec), "--snapshot-interval", "1s"]
+            str(tmp_path / "dead"), "--recovery-dir", str(rec), "--snapshot-interval", "100ms"]
     rng = random.Random(os.getpid())
     import subprocess
     killed = 0
