@@ -10,7 +10,7 @@ through `on_ping`.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from functools import partial
 from operator import attrgetter
 from typing import Callable, Iterable, Protocol
@@ -95,7 +95,7 @@ class Context:
             ps.last_t = t
         if hit.clock > ps.seen_clock:
             ps.seen_clock = hit.clock
-        append_hit(ps, hit, t, self.keep_raw)
+        append_hit(ps, hit, t, self.keep_raw, self.state.fresh)
 
     def collect_all(self, acid: SessionKey) -> list[StoredHit]:
         """Every stored hit of a proto-session, oldest arrival first."""
@@ -104,7 +104,7 @@ class Context:
             hits.extend(mw.on_collect(self, acid))
         ps = self.sessions.get(acid)
         if ps is not None:
-            hits.extend(ps.hits)
+            hits.extend(ps.all_hits())
         return hits
 
     def trigger_cleanup(self, acid: SessionKey) -> None:
@@ -143,12 +143,16 @@ class Context:
         """Tell every middleware the clock reached `ts` (closes what expired)."""
         for mw in self.middlewares:
             mw.on_ping(self, ts)
+        self.state.seal_cold(ts)
 
 
-def append_hit(ps: ProtoSession, hit: Hit, t: int, keep_raw: bool = True) -> None:
+def append_hit(ps: ProtoSession, hit: Hit, t: int, keep_raw: bool = True,
+               fresh: "deque | None" = None) -> None:
     """Add a hit, with its ACID set, to a proto-session's stored hits, ids,
     clients, users and metrics (its times are the caller's). Without
-    `keep_raw` the stored hit holds no bytes (`Context.keep_raw`)."""
+    `keep_raw` the stored hit holds no bytes (`Context.keep_raw`). `fresh`:
+    the shard's queue of proto-sessions with loose hits to seal
+    (`ShardState.seal_cold`)."""
     raw = hit.raw
     if not keep_raw:
         raw = b""
@@ -159,6 +163,8 @@ def append_hit(ps: ProtoSession, hit: Hit, t: int, keep_raw: bool = True) -> Non
         raw = with_acid(raw, hit.acid, hit.has_acid)
     else:  # the common case: append the field to the hit as received
         raw = raw[:-1] + ps.acid_suffix()
+    if not ps.hits and fresh is not None:
+        fresh.append((hit.clock, ps.key))
     ps.hits.append((t, raw, hit.id))
     ps.metrics.add(t, ps.count, hit.params)
     ps.count += 1

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pickle
 from functools import lru_cache
-from typing import Iterator
+from collections import deque
+from typing import Iterable, Iterator
 
 import orjson
 
@@ -23,24 +24,73 @@ SessionKey = tuple  # (property_id, acid)
 # close name the session (and a restore rebuild `ids`) without parsing hits.
 StoredHit = tuple
 
+# Loose hits older than this (of the shard's clock) are sealed into a
+# compressed block (`ShardState.seal_cold`): an open hit costs its compressed
+# bytes, not a tuple of Python objects, once its proto-session is quiet.
+SEAL_AFTER_US = 5_000_000
+
 SNAPSHOT_VERSION = 8  # 2: hits carry their ACID; 3-5: compressed parts written once;
 # 6: stored hits carry their id, proto-sessions their metrics, no first_id; 7: zstd, not zlib;
 # 8: with a store (`protosessions.store`), only the clock and the store's marker
+
+
+class HitIds:
+    """The ids of a proto-session's hits, for SPEC rule 5's duplicate check.
+
+    One buffer of NUL-terminated UTF-8 ids searched exactly (`\\0id\\0`), not a
+    set of strings: a set costs about 100 bytes a hit, this the id's length
+    plus one. An id holding a NUL (JSON allows it) goes to a small set."""
+
+    __slots__ = ("buf", "odd")
+
+    def __init__(self, ids: Iterable[str] = ()) -> None:
+        self.buf = bytearray(b"\0")
+        self.odd: set[str] | None = None
+        for i in ids:
+            self.add(i)
+
+    def add(self, hit_id: str) -> None:
+        b = hit_id.encode("utf-8", "surrogatepass")
+        if b"\0" in b:
+            if self.odd is None:
+                self.odd = set()
+            self.odd.add(hit_id)
+        else:
+            self.buf += b
+            self.buf += b"\0"
+
+    def __contains__(self, hit_id: object) -> bool:
+        if not isinstance(hit_id, str):
+            return False
+        b = hit_id.encode("utf-8", "surrogatepass")
+        if b"\0" in b:
+            return self.odd is not None and hit_id in self.odd
+        return self.buf.find(b"\0" + b + b"\0") >= 0
+
+    def __iter__(self) -> Iterator[str]:
+        for b in bytes(self.buf[1:-1]).split(b"\0") if len(self.buf) > 1 else ():
+            yield b.decode("utf-8", "surrogatepass")
+        if self.odd:
+            yield from self.odd
 
 
 class ProtoSession:
     """One open group of hits of a `(property_id, ACID)`.
 
     Hits are kept as `StoredHit`s in arrival order; once their bytes pass the
-    compaction threshold they move, compressed, into `compacted`.
+    compaction threshold, or once they are `SEAL_AFTER_US` old, they move,
+    compressed, into `compacted` (`seal`), a few blocks of growing size.
     """
 
-    __slots__ = ("property_id", "acid", "first_t", "last_t", "count", "metrics",
+    __slots__ = ("property_id", "acid", "key", "first_t", "last_t", "count", "metrics",
                  "size", "hits", "compacted", "ids", "client_ids", "user_ids", "bucket", "seen_clock", "sid", "saved_count", "sealed_upto", "unsaved")
 
     def __init__(self, property_id: str, acid: str) -> None:
         self.property_id = property_id
         self.acid = acid
+        # one key object for every wheel entry and queue of this proto-session
+        # (a hit's own key tuple would stay alive as long as its stale entry)
+        self.key: SessionKey = (property_id, acid)
         self.first_t = 0
         self.metrics = SessionMetrics()
         self.last_t = 0
@@ -48,7 +98,7 @@ class ProtoSession:
         self.size = 0
         self.hits: list[StoredHit] = []
         self.compacted: list[bytes] = []
-        self.ids: set[str] = set()
+        self.ids = HitIds()
         self.client_ids: set[str] = set()
         self.user_ids: set[str] = set()
         self.bucket = -1
@@ -65,13 +115,41 @@ class ProtoSession:
         """`,"authoritative_client_id":<ACID>}`: closes a hit with its ACID set."""
         return _suffix(self.acid)
 
-    def to_state(self) -> tuple:
-        """Plain, immutable form for snapshots (sets become sorted tuples)."""
-        return (self.property_id, self.acid, self.first_t, self.last_t,
-                self.count, self.size, tuple(self.hits), tuple(self.compacted),
-                tuple(self.ids), tuple(sorted(self.client_ids)),
-                tuple(sorted(self.user_ids)), self.bucket, self.seen_clock,
-                self.metrics.to_state())
+    def seal(self) -> None:
+        """Move the loose hits into a compressed block (with the stream's
+        dictionary once there is one, `protosessions.codec`); with a store,
+        the hits it does not hold yet stay queued for it (`unsaved`)."""
+        hits = self.hits
+        if not hits:
+            return
+        dict_id = dictionaries.current
+        if not dict_id:
+            dictionaries.offer(hits)
+            dict_id = dictionaries.current
+        block = compress_hits(hits, dict_id)
+        if self.sid and len(hits) > self.sealed_upto:
+            if self.unsaved is None:
+                self.unsaved = []
+            self.unsaved.append(block if not self.sealed_upto
+                                else compress_hits(hits[self.sealed_upto:], dict_id))
+        # Merged with the blocks before it while they are not much bigger: a
+        # block of one or two hits would cost more than its hits, and sizes
+        # that grow geometrically recompress each hit O(log n) times.
+        blocks = self.compacted
+        while blocks and len(blocks[-1]) <= 2 * len(block):
+            hits = decompress_hits(blocks.pop()) + hits
+            block = compress_hits(hits, dict_id)
+        blocks.append(block)
+        self.hits = []
+        self.sealed_upto = 0  # those hits are in the block now
+
+    def all_hits(self) -> list[StoredHit]:
+        """Every hit, oldest arrival first (the blocks, then the loose ones)."""
+        hits: list[StoredHit] = []
+        for blob in self.compacted:
+            hits.extend(decompress_hits(blob))
+        hits.extend(self.hits)
+        return hits
 
     def small(self) -> tuple:
         """The fields besides the hits (sets as sorted tuples)."""
@@ -136,8 +214,9 @@ class ProtoSession:
         ps.metrics = SessionMetrics.from_state(s[10])
         ps.hits = hits
         ps.compacted = list(compacted)
-        ps.ids = {h[2] for h in hits}
-        ps.ids.update(h[2] for h in compacted_hits)
+        ps.ids = HitIds(h[2] for h in compacted_hits)
+        for h in hits:
+            ps.ids.add(h[2])
         return ps
 
     @classmethod
@@ -150,20 +229,6 @@ class ProtoSession:
         for block in compacted:
             in_blocks.extend(decompress_hits(block))
         return cls._from_small(s, hits, compacted, in_blocks)
-
-    @classmethod
-    def from_state(cls, s: tuple) -> "ProtoSession":
-        ps = cls(s[0], s[1])
-        (ps.first_t, ps.last_t, ps.count, ps.size) = s[2:6]
-        ps.hits = list(s[6])
-        ps.compacted = list(s[7])
-        ps.ids = set(s[8])
-        ps.client_ids = set(s[9])
-        ps.user_ids = set(s[10])
-        ps.bucket = s[11]
-        ps.seen_clock = s[12]
-        ps.metrics = SessionMetrics.from_state(s[13])
-        return ps
 
 
 @lru_cache(maxsize=65536)
@@ -179,7 +244,8 @@ class ShardState:
     closed are skipped when their bucket comes due.
     """
 
-    __slots__ = ("sessions", "wheel", "clock", "store", "gone", "next_sid", "kept_dict")
+    __slots__ = ("sessions", "wheel", "clock", "store", "gone", "next_sid", "kept_dict",
+                 "fresh")
 
     def __init__(self, store: "ShardStore | None" = None) -> None:
         self.sessions: dict[SessionKey, ProtoSession] = {}
@@ -189,10 +255,13 @@ class ShardState:
         self.gone: list[int] = []  # store ids of proto-sessions closed since the last write
         self.next_sid = 1
         self.kept_dict = 0  # the dictionary the store was last given
+        # (clock, key) when a proto-session's loose hits went from none to
+        # some, oldest first: what `seal_cold` looks at
+        self.fresh: deque[tuple[int, SessionKey]] = deque()
 
     def schedule(self, key: SessionKey, ps: ProtoSession, bucket: int) -> None:
         ps.bucket = bucket
-        self.wheel.schedule(key, bucket)
+        self.wheel.schedule(ps.key, bucket)
 
     def due(self, current_bucket: int) -> Iterator[SessionKey]:
         """Keys of open proto-sessions filed under buckets before `current_bucket`."""
@@ -201,6 +270,18 @@ class ShardState:
             ps = sessions.get(key)
             if ps is not None and ps.bucket == b:
                 yield key
+
+    def seal_cold(self, now: int) -> None:
+        """Seal the loose hits of proto-sessions that got their first loose
+        hit `SEAL_AFTER_US` or more before `now`: amortized O(1) a hit, and
+        it never changes the output (blocks are read back in order)."""
+        fresh = self.fresh
+        limit = now - SEAL_AFTER_US
+        sessions = self.sessions
+        while fresh and fresh[0][0] <= limit:
+            ps = sessions.get(fresh.popleft()[1])
+            if ps is not None:
+                ps.seal()
 
     def forget(self, ps: ProtoSession) -> None:
         """`ps` closed or left the shard: the store's next position says so."""
@@ -265,6 +346,8 @@ class ShardState:
             key = (ps.property_id, ps.acid)
             state.sessions[key] = ps
             state.schedule(key, ps, ps.bucket)
+            if ps.hits:
+                state.fresh.append((state.clock, key))
         return state
 
 

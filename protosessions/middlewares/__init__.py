@@ -41,6 +41,7 @@ def with_append_fast_path(ctx: Context) -> Next:
     max_duration, last_event = trigger.max_duration, trigger.max_events - 1
     threshold = compaction.threshold
     keep_raw = ctx.keep_raw
+    fresh = ctx.state.fresh
 
     def append(hit: Hit) -> None:
         key = hit.key
@@ -61,7 +62,7 @@ def with_append_fast_path(ctx: Context) -> Next:
             ps.last_t = last = t
         if c > ps.seen_clock:
             ps.seen_clock = c
-        append_hit(ps, hit, t, keep_raw)
+        append_hit(ps, hit, t, keep_raw, fresh)
         # Compaction
         if threshold and ps.size > threshold:
             compaction.compact(ctx, ps)
@@ -74,8 +75,8 @@ def with_append_fast_path(ctx: Context) -> Next:
             ps.bucket = bucket
             keys = buckets.get(bucket)
             if keys is None:
-                buckets[bucket] = [key]
+                buckets[bucket] = [ps.key]
                 heappush(heap, bucket)
             else:
-                keys.append(key)
+                keys.append(ps.key)
     return append

@@ -42,6 +42,14 @@ class ClaimTable:
         self.clock = 0
         self.owned: dict[tuple, set] = {}
 
+    def expire(self, key: ClaimKey, claim: Claim, bucket: int) -> None:
+        """`claim` lapses in wheel bucket `bucket` (which only grows). Filed in
+        the wheel once, when new; `IdentityJoin.on_ping` files it again if it
+        moved on: one entry a claim, not one a hit, for a session duration."""
+        if claim.bucket < 0:
+            self.wheel.schedule(key, bucket)
+        claim.bucket = bucket
+
     def own(self, key: ClaimKey, owner: str) -> None:
         self.owned.setdefault((key[0], owner), set()).add(key)
 
@@ -115,10 +123,7 @@ class IdentityJoin(BaseMiddleware):
                 claim = table.claims[key] = Claim(hit.acid, hit.t)
                 if self.evict:
                     table.own(key, hit.acid)
-            bucket = (claim.last + self.duration + self.lateness) // self.tick
-            if bucket != claim.bucket:
-                claim.bucket = bucket
-                table.wheel.schedule(key, bucket)
+            table.expire(key, claim, (claim.last + self.duration + self.lateness) // self.tick)
         next(hit)
 
     def join_batch(self, hits: list[Hit], out: list[Hit]) -> None:
@@ -147,10 +152,9 @@ class IdentityJoin(BaseMiddleware):
                         claim.last = t
                 else:
                     claim = claims[key] = Claim(hit.acid, t)
-                bucket = (claim.last + duration + lateness) // tick
-                if bucket != claim.bucket:
-                    claim.bucket = bucket
-                    schedule(key, bucket)
+                if claim.bucket < 0:  # table.expire(key, claim, bucket), inlined
+                    schedule(key, (claim.last + duration + lateness) // tick)
+                claim.bucket = (claim.last + duration + lateness) // tick
             append(hit)
 
     def _move(self, ctx: Context, hit: Hit, owner: str, next: Next) -> None:
@@ -165,9 +169,14 @@ class IdentityJoin(BaseMiddleware):
     def on_ping(self, ctx: Context, ts: int) -> None:
         """Forget claims no later hit can find alive."""
         claims = self.table.claims
-        for b, key in self.table.wheel.due(ts // self.tick):
+        wheel = self.table.wheel
+        for b, key in wheel.due(ts // self.tick):
             claim = claims.get(key)
-            if claim is not None and claim.bucket == b:
+            if claim is None or claim.bucket < b:
+                continue
+            if claim.bucket > b:  # seen again since it was filed: file it again
+                wheel.schedule(key, claim.bucket)
+            else:
                 del claims[key]
                 if self.evict:
                     self.table.disown(key, claim.owner)
@@ -243,10 +252,7 @@ class D8aIdentityJoin(IdentityJoin):
                 if owner is None:
                     owner = claim.owner
                 continue  # not seen again: its claim is unchanged
-            bucket = (claim.last + duration + lateness) // self.tick
-            if bucket != claim.bucket:
-                claim.bucket = bucket
-                table.wheel.schedule(key, bucket)
+            table.expire(key, claim, (claim.last + duration + lateness) // self.tick)
         return owner
 
 
