@@ -24,10 +24,12 @@ SessionKey = tuple  # (property_id, acid)
 # close name the session (and a restore rebuild `ids`) without parsing hits.
 StoredHit = tuple
 
-# Loose hits older than this (of the shard's clock) are sealed into a
-# compressed block (`ShardState.seal_cold`): an open hit costs its compressed
-# bytes, not a tuple of Python objects, once its proto-session is quiet.
-SEAL_AFTER_US = 5_000_000
+# The loose hits of a proto-session quiet for this long (of the shard's clock)
+# are sealed into a compressed block (`ShardState.seal_cold`): an open hit
+# costs its compressed bytes, not a tuple of Python objects, once its
+# proto-session is quiet. Shorter costs more compressions on a backlog.
+SEAL_AFTER_US = 60_000_000
+MERGE_FAN = 8
 
 SNAPSHOT_VERSION = 8  # 2: hits carry their ACID; 3-5: compressed parts written once;
 # 6: stored hits carry their id, proto-sessions their metrics, no first_id; 7: zstd, not zlib;
@@ -83,7 +85,7 @@ class ProtoSession:
     """
 
     __slots__ = ("property_id", "acid", "key", "first_t", "last_t", "count", "metrics",
-                 "size", "hits", "compacted", "ids", "client_ids", "user_ids", "bucket", "seen_clock", "sid", "saved_count", "sealed_upto", "unsaved")
+                 "size", "hits", "compacted", "ids", "client_ids", "user_ids", "bucket", "seen_clock", "sid", "saved_count", "sealed_upto", "unsaved", "seals")
 
     def __init__(self, property_id: str, acid: str) -> None:
         self.property_id = property_id
@@ -98,6 +100,7 @@ class ProtoSession:
         self.size = 0
         self.hits: list[StoredHit] = []
         self.compacted: list[bytes] = []
+        self.seals = 0  # blocks `seal` added since this object was made
         self.ids = HitIds()
         self.client_ids: set[str] = set()
         self.user_ids: set[str] = set()
@@ -132,14 +135,19 @@ class ProtoSession:
                 self.unsaved = []
             self.unsaved.append(block if not self.sealed_upto
                                 else compress_hits(hits[self.sealed_upto:], dict_id))
-        # Merged with the blocks before it while they are not much bigger: a
-        # block of one or two hits would cost more than its hits, and sizes
-        # that grow geometrically recompress each hit O(log n) times.
+        # Every MERGE_FAN blocks of a size become one (a counter in base
+        # MERGE_FAN): a block of one or two hits would cost more than its
+        # hits, and merging this way recompresses a hit log_FAN(n) times.
         blocks = self.compacted
-        while blocks and len(blocks[-1]) <= 2 * len(block):
-            hits = decompress_hits(blocks.pop()) + hits
-            block = compress_hits(hits, dict_id)
         blocks.append(block)
+        self.seals = n = self.seals + 1
+        while n % MERGE_FAN == 0:
+            n //= MERGE_FAN
+            merged: list[StoredHit] = []
+            for b in blocks[-MERGE_FAN:]:
+                merged.extend(decompress_hits(b))
+            del blocks[-MERGE_FAN:]
+            blocks.append(compress_hits(merged, dict_id))
         self.hits = []
         self.sealed_upto = 0  # those hits are in the block now
 
@@ -272,15 +280,20 @@ class ShardState:
                 yield key
 
     def seal_cold(self, now: int) -> None:
-        """Seal the loose hits of proto-sessions that got their first loose
-        hit `SEAL_AFTER_US` or more before `now`: amortized O(1) a hit, and
-        it never changes the output (blocks are read back in order)."""
+        """Seal the loose hits of proto-sessions that got no hit for
+        `SEAL_AFTER_US` before `now` (one queue entry a quiet spell, not a
+        hit); it never changes the output (blocks are read back in order)."""
         fresh = self.fresh
         limit = now - SEAL_AFTER_US
         sessions = self.sessions
         while fresh and fresh[0][0] <= limit:
-            ps = sessions.get(fresh.popleft()[1])
-            if ps is not None:
+            key = fresh.popleft()[1]
+            ps = sessions.get(key)
+            if ps is None or not ps.hits:
+                continue
+            if ps.seen_clock > limit:  # not quiet yet: look again later
+                fresh.append((ps.seen_clock, key))
+            else:
                 ps.seal()
 
     def forget(self, ps: ProtoSession) -> None:

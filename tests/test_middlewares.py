@@ -723,3 +723,19 @@ def test_sealed_blocks_merge_and_read_back_in_order() -> None:
         ps.seal()
     assert not ps.hits and len(ps.compacted) <= 12
     assert [h[2] for h in ps.all_hits()] == [h.id for h in hits]
+
+
+def test_only_quiet_proto_sessions_are_sealed() -> None:
+    from protosessions.state import SEAL_AFTER_US
+    state = ShardState()
+    st = settings(session_duration_us=3600 * S)
+    ctx = Context(st, state, Clock(), CollectingCloser(), [])
+    handler(ctx, [mk("a1", T0, cid="a"), mk("b1", T0, cid="b")])
+    later = T0 + SEAL_AFTER_US - S
+    handler(ctx, [mk("b2", later, cid="b", clock=later)])
+    ctx.ping(T0 + SEAL_AFTER_US)
+    a, b = ctx.sessions[("P", "a")], ctx.sessions[("P", "b")]
+    assert not a.hits and a.compacted  # quiet for SEAL_AFTER_US: sealed
+    assert len(b.hits) == 2 and not b.compacted  # a hit since: still loose
+    ctx.ping(later + SEAL_AFTER_US)
+    assert not b.hits and [h[2] for h in b.all_hits()] == ["b1", "b2"]
