@@ -183,13 +183,9 @@ def _stamp(query_params: dict[str, list[str]] | None, ip: str | None) -> str | N
     return ip or None
 
 
-def check(raw: bytes, settings: Settings, wall_now_us: int | None) -> tuple[dict, int] | str:
-    """Validate one raw hit: `(parsed object, t)` or the SPEC rejection reason.
-
-    `wall_now_us` None skips the future check (used where no wall clock applies).
-    The common, valid hit takes one pass with no ordering work; any doubt
-    falls back to `_first_failure`, which checks in SPEC order.
-    """
+def _json_object(raw: bytes, settings: Settings) -> dict | str:
+    """SPEC rule 0's first checks, shared by both forms of a hit: the
+    parsed JSON object, or why it is not one (size first)."""
     if len(raw) > settings.max_hit_bytes:
         return "too_large"
     try:
@@ -198,6 +194,19 @@ def check(raw: bytes, settings: Settings, wall_now_us: int | None) -> tuple[dict
         return "not_json"
     if obj.__class__ is not dict:
         return "not_json" if _has_huge_int(raw) else "not_object"
+    return obj
+
+
+def check(raw: bytes, settings: Settings, wall_now_us: int | None) -> tuple[dict, int] | str:
+    """Validate one raw hit: `(parsed object, t)` or the SPEC rejection reason.
+
+    `wall_now_us` None skips the future check (used where no wall clock applies).
+    The common, valid hit takes one pass with no ordering work; any doubt
+    falls back to `_first_failure`, which checks in SPEC order.
+    """
+    obj = _json_object(raw, settings)
+    if obj.__class__ is str:
+        return obj
     if not _KNOWN.issuperset(obj) and _floats_in_unknown(obj) and _has_huge_int(raw):
         return "not_json"
     get = obj.get
@@ -508,14 +517,9 @@ def check_d8a(raw: bytes, settings: Settings, wall_now_us: int | None
     """Validate one raw hit in the d8a form: `(parsed object, its fields
     under the SPEC table's names, t)` or the SPEC rejection reason, the
     table's checks in the table's order (`d8a.spec_fields`)."""
-    if len(raw) > settings.max_hit_bytes:
-        return "too_large"
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return "not_json"
-    if obj.__class__ is not dict:
-        return "not_json" if _has_huge_int(raw) else "not_object"
+    obj = _json_object(raw, settings)
+    if obj.__class__ is str:
+        return obj
     fields = d8a.spec_fields(obj)
     reason = _first_failure(fields, raw)
     if reason is not None:
