@@ -171,7 +171,9 @@ def damaged_snapshot(directory: str) -> Optional[str]:
     keys = _shard_keys(directory)
     for part in partitions(directory):
         try:
-            with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
+            # read-write, not "ro": after a kill the WAL may need the recovery that a
+            # read-only connection cannot run (the resume opens it read-write anyway)
+            with sqlite3.connect(f"file:{part}?mode=rw", uri=True) as db:
                 db.text_factory = bytes  # decoded below: a damaged text is named, not raised
                 problems = [r[0] for r in db.execute("PRAGMA integrity_check")]
                 if problems != [b"ok"]:

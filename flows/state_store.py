@@ -260,7 +260,8 @@ def check_store_file(path: str) -> None:
     fine: no snapshot names it."""
     from protosessions.state import ProtoSession
 
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+    # read-write, as `damaged_snapshot` opens partitions: a killed writer's WAL may need recovery
+    with sqlite3.connect(f"file:{path}?mode=rw", uri=True) as db:
         try:
             if not db.execute("SELECT 1 FROM info").fetchone():
                 return
