@@ -8,6 +8,7 @@ buckets that still name an open proto-session.
 from __future__ import annotations
 
 import pickle
+from array import array
 from functools import lru_cache
 from collections import deque
 from typing import Iterable, Iterator
@@ -39,15 +40,21 @@ SNAPSHOT_VERSION = 8  # 2: hits carry their ACID; 3-5: compressed parts written 
 class HitIds:
     """The ids of a proto-session's hits, for SPEC rule 5's duplicate check.
 
-    One buffer of NUL-terminated UTF-8 ids searched exactly (`\\0id\\0`), not a
-    set of strings: a set costs about 100 bytes a hit, this the id's length
-    plus one. An id holding a NUL (JSON allows it) goes to a small set."""
+    One buffer of NUL-terminated UTF-8 ids, not a set of strings: a set costs
+    about 100 bytes a hit, this the id's length plus one. A few ids are
+    searched in the buffer (`\\0id\\0`); past `INDEX_FROM` a hash table of
+    their offsets (8 bytes a slot, at most half full) keeps each check O(1)
+    for a session of up to `max_events` hits. An id holding a NUL (JSON
+    allows it) goes to a small set."""
 
-    __slots__ = ("buf", "odd")
+    __slots__ = ("buf", "odd", "count", "table")
+    INDEX_FROM = 32
 
     def __init__(self, ids: Iterable[str] = ()) -> None:
         self.buf = bytearray(b"\0")
         self.odd: set[str] | None = None
+        self.count = 0  # ids in `buf`
+        self.table: array | None = None  # offsets into `buf` by hash; 0: empty slot
         for i in ids:
             self.add(i)
 
@@ -57,9 +64,33 @@ class HitIds:
             if self.odd is None:
                 self.odd = set()
             self.odd.add(hit_id)
-        else:
-            self.buf += b
-            self.buf += b"\0"
+            return
+        offset = len(self.buf)
+        self.buf += b
+        self.buf += b"\0"
+        self.count += 1
+        table = self.table
+        if table is not None and 2 * self.count <= len(table):
+            self._file(table, b, offset)
+        elif self.count > self.INDEX_FROM:
+            self._index()
+
+    def _file(self, table: array, b: bytes, offset: int) -> None:
+        mask = len(table) - 1
+        i = hash(b) & mask
+        while table[i]:
+            i = (i + 1) & mask
+        table[i] = offset
+
+    def _index(self) -> None:
+        size = 64
+        while size < 4 * self.count:
+            size *= 2
+        table = self.table = array("q", bytes(8 * size))
+        offset = 1
+        for b in bytes(self.buf[1:-1]).split(b"\0"):
+            self._file(table, b, offset)
+            offset += len(b) + 1
 
     def __contains__(self, hit_id: object) -> bool:
         if not isinstance(hit_id, str):
@@ -67,7 +98,20 @@ class HitIds:
         b = hit_id.encode("utf-8", "surrogatepass")
         if b"\0" in b:
             return self.odd is not None and hit_id in self.odd
-        return self.buf.find(b"\0" + b + b"\0") >= 0
+        table = self.table
+        if table is None:
+            return self.buf.find(b"\0" + b + b"\0") >= 0
+        buf = self.buf
+        mask = len(table) - 1
+        i = hash(b) & mask
+        end = len(b)
+        while True:
+            offset = table[i]
+            if not offset:
+                return False
+            if buf[offset + end] == 0 and buf.startswith(b, offset):
+                return True
+            i = (i + 1) & mask
 
     def __iter__(self) -> Iterator[str]:
         for b in bytes(self.buf[1:-1]).split(b"\0") if len(self.buf) > 1 else ():

@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import pickle
 
+import hypothesis
 import orjson
+from hypothesis import strategies as hst
 import pytest
 
 from protosessions.clock import Clock
@@ -711,6 +713,23 @@ def test_hit_ids_are_exact() -> None:
     for i in ("ab", "bc", "b", "abc\0", "x", "y", "\0"):
         assert i not in ids
     assert sorted(ids) == sorted(["abc", "x\0y", "é", ""])
+
+
+@hypothesis.settings(max_examples=60, deadline=None)
+@hypothesis.given(hst.lists(hst.text(alphabet="ab\0é", max_size=4), max_size=300),
+                  hst.lists(hst.text(alphabet="ab\0é", max_size=5), max_size=50))
+def test_hit_ids_answer_as_a_set_below_and_above_the_index(added: list[str], asked: list[str]) -> None:
+    """Past `HitIds.INDEX_FROM` ids the check goes through a hash table: it
+    must still answer exactly what a set of the ids would."""
+    from protosessions.state import HitIds
+    ids, kept = HitIds(), set()
+    for i in added:
+        ids.add(i)
+        kept.add(i)
+        assert i in ids
+    for i in asked + added:
+        assert (i in ids) == (i in kept)
+    assert set(ids) == kept
 
 
 def test_sealed_blocks_merge_and_read_back_in_order() -> None:
