@@ -44,7 +44,7 @@ RUN_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                   "eviction-strategy", "identity-rules", "session-hits", "max-hit-bytes", "max-future-skew")),
     ("Kafka", ("kafka-brokers", "hits-topic", "sessions-topic", "dead-letter-topic",
                "kafka-config", "kafka-timeout", "until-end", "skip-catching-up")),
-    ("recovery", ("recovery-dir", "snapshot-interval", "backup-interval")),
+    ("recovery", ("recovery-dir", "snapshot-interval", "backup-interval", "memory-budget")),
     ("tuning", ("workers", "batch-size", "shards", "identity-shards", "compaction-threshold",
                 "max-held-hits")),
 )
@@ -197,7 +197,7 @@ NO_VALID_HIT = 1  # exit code: the input had lines, and not one was a valid hit
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .options import RunConfig
+    from .options import NO_STORE_FOR_BUDGET, RunConfig
 
     try:
         config = RunConfig.from_values(_run_values(args))
@@ -206,6 +206,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"protosessions run: {e}") from None
     if config.workers < 1:
         raise UsageError("protosessions run: --workers must be at least 1")
+    if config.memory_budget_bytes() and not config.recovery_dir:
+        raise UsageError(f"protosessions run: {NO_STORE_FOR_BUDGET}")
     if not config.streaming:
         _check_file_io(config)
     from bytewax.errors import BytewaxRuntimeError

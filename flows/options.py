@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from protosessions.config import (EVICTION_STRATEGIES, IDENTITY_RULES, INPUT_FORMATS,
                                   SESSION_HITS, Settings)
-from protosessions.units import parse_duration_us
+from protosessions.units import parse_duration_us, parse_size
 
 ENV_PREFIX = "PROTOSESSIONS_"
 
@@ -83,12 +83,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("recovery-dir", None, "Bytewax recovery directory (see `protosessions recovery init`)"),
     Option("snapshot-interval", "10s", "how often state is snapshotted (Bytewax epoch)", "duration"),
     Option("backup-interval", "0s", "how long old snapshots are kept for", "duration"),
+    Option("memory-budget", "0", "with a recovery directory: bytes of compressed hits a process "
+           "keeps in RAM, e.g. 512MiB; past it the hits of the proto-sessions sealed longest ago "
+           "live only in the state store on disk, read back when they close (0: no limit)"),
     Option("batch-size", 2000, "hits read per batch", "int"),
     Option("max-held-hits", 200000, "hits a process may hold back for the time merge before "
            "it pauses reading the partitions that are ahead", "int"),
 )
 
 BY_DEST = {o.dest: o for o in OPTIONS}
+NO_STORE_FOR_BUDGET = ("--memory-budget needs --recovery-dir: the hits it moves out of memory "
+                       "live in the recovery directory's state store")
 
 
 def parse_bool(text: str) -> bool:
@@ -305,8 +310,16 @@ class RunConfig:
     def streaming(self) -> bool:
         return bool(self.values.get("kafka_brokers"))
 
+    def memory_budget_bytes(self) -> int:
+        """`--memory-budget` in bytes (ValueError, one line, if it is not a size)."""
+        try:
+            return parse_size(str(self.memory_budget))
+        except ValueError as e:
+            raise ValueError(f"--memory-budget: {e}") from None
+
     def check(self) -> None:
         """Refuse combinations that cannot work (ValueError, one line)."""
+        self.memory_budget_bytes()
         if self.settings.eviction_strategy == "evict" and not self.streaming:
             raise ValueError("--eviction-strategy evict re-queues hits through the Kafka hits "
                              "topic: it needs --kafka-brokers")

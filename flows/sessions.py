@@ -25,7 +25,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from protosessions.closer import Requeue
-from flows.options import RunConfig, from_env
+from flows.options import NO_STORE_FOR_BUDGET, RunConfig, from_env
 from . import metrics
 from .backlog import backlog
 from .files import STDERR, JsonlSink, JsonlSource
@@ -98,15 +98,18 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
     by_acid = op.flat_map_batch("key_by_acid", joined, to_sessions(settings.shards, settings))
     idle_us = settings.tick_us  # idle: no hit for a tick of wall time
     stores = None
+    budget = 0  # a shard's share of the process's --memory-budget
     if snapshots and state_dir:
         from .placement import shard_keys
         from .state_store import ShardStores
         stores = ShardStores(state_dir, f"{flow_id}.sessions", shard_keys("s", settings.shards))
+        total = config.memory_budget_bytes()
+        budget = max(1, total * _processes() // settings.shards) if total else 0
     closed = op.stateful_batch(
         "sessions", by_acid,
         lambda resume: SessionLogic(settings, make_clock(streaming, bool(config.skip_catching_up),
                                                          idle_us),
-                                    resume, finite, snapshots, stores))
+                                    resume, finite, snapshots, stores, budget))
     op.output("write_sessions", op.flat_map_batch("closed_sessions", closed, _sessions),
               sessions_sink)
     if requeue_sink is not None:
@@ -157,6 +160,9 @@ def __getattr__(name: str) -> Dataflow:
             raise SystemExit(2) from None
         launched = _launched_by_bytewax()
         store = _launcher_store()
+        if config.memory_budget_bytes() and not store:
+            print(f"flows.sessions:flow: {NO_STORE_FOR_BUDGET}", file=sys.stderr)
+            raise SystemExit(2)
         if store:  # as `protosessions run` does: a resume must not change these
             from .recovery import RecoveryError, check_resume, resume_record
             try:

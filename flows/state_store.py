@@ -85,6 +85,9 @@ class SqliteStore:
             self.db.text_factory = bytes  # decoded by hand: a damaged text is one clear line
             self.db.execute("PRAGMA page_size=1024")  # takes effect only as the file is created
             self.db.execute("PRAGMA synchronous=NORMAL")  # see SYNC above
+            # appends and one-session reads need few pages: 64 shards of the default 2 MiB
+            # page cache would cost more RAM than a memory budget saves
+            self.db.execute("PRAGMA cache_size=-128")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")  # one transaction
             info = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace")
@@ -113,6 +116,7 @@ class SqliteStore:
                 raise
             raise StateStoreError(f"state store {path} has no valid store information") from None
         self.bytes_written = 0
+        self.indexed = False
 
     def keep_dictionary(self, dict_id: int, data: bytes) -> None:
         self.db.execute("INSERT OR IGNORE INTO dictionaries VALUES (?, ?)", (dict_id, data))
@@ -150,7 +154,10 @@ class SqliteStore:
             self.db.execute("UPDATE info SET value = ? WHERE name = 'last'", (str(self.last),))
         self.position = target
 
-    def load(self) -> Iterable[Stored]:
+    def load(self, by_session: bool = False) -> Iterable[Stored]:
+        if by_session:
+            yield from self._load_by_session()
+            return
         metas: dict[int, bytes] = {}
         chunks: dict[int, list[bytes]] = {}
         closed: set[int] = set()
@@ -166,6 +173,37 @@ class SqliteStore:
         for sid in sorted(metas):
             if sid not in closed:
                 yield sid, metas[sid], chunks[sid]
+
+    def _load_by_session(self) -> Iterable[Stored]:
+        """`load` holding one proto-session's rows at a time, not the state."""
+        self._index()
+        rows = self.db.execute("SELECT sid, kind, meta, chunks FROM log WHERE sid > 0 "
+                               "ORDER BY sid, rowid")
+        current, meta, chunks, closed = 0, None, [], False
+        for sid, kind, m, blob in rows:
+            if sid != current:
+                if current and not closed and meta is not None:
+                    yield current, meta, chunks
+                current, meta, chunks, closed = sid, None, [], False
+            if kind == CLOSE:
+                closed = True
+                continue
+            if m is not None:
+                meta = m
+            chunks.extend(pickle.loads(blob))
+        if current and not closed and meta is not None:
+            yield current, meta, chunks
+
+    def _index(self) -> None:
+        if not self.indexed:  # only a memory budget reads one session's rows: indexed then
+            self.db.execute("CREATE INDEX IF NOT EXISTS log_sid ON log (sid)")
+            self.indexed = True
+
+    def read(self, sid: int) -> list[bytes]:
+        self._index()
+        rows = self.db.execute("SELECT chunks FROM log WHERE sid = ? AND kind = ? ORDER BY rowid",
+                               (sid, CHANGE)).fetchall()
+        return [chunk for (blob,) in rows for chunk in pickle.loads(blob)]
 
     def collect(self, oldest: int) -> int:
         """Rows of proto-sessions closed at or before `oldest`, metadata

@@ -246,7 +246,7 @@ class SessionLogic(_Merging, StatefulBatchLogic[tuple, Any, tuple]):
 
     def __init__(self, settings: Settings, clock: Clock, resume: Optional[tuple],
                  finite: bool, snapshots: bool = True,
-                 stores: Optional["ShardStores"] = None) -> None:
+                 stores: Optional["ShardStores"] = None, budget: int = 0) -> None:
         _Merging.__init__(self, resume[1] if resume else None)
         self.settings = settings
         self.finite = finite
@@ -257,7 +257,7 @@ class SessionLogic(_Merging, StatefulBatchLogic[tuple, Any, tuple]):
         self.stores = stores if snapshots else None
         store = self.stores.open(self.index) if self.stores and resume else None
         self._collected = [time.monotonic()]
-        self.shard = SessionShard(settings, clock, resume[0] if resume else None, store)
+        self.shard = SessionShard(settings, clock, resume[0] if resume else None, store, budget)
         self.following = clock.__class__ is WallFollowingClock
         if self.following:  # a restored clock runs on from now
             clock.mark(wall_now_us())  # type: ignore[attr-defined]
@@ -267,6 +267,8 @@ class SessionLogic(_Merging, StatefulBatchLogic[tuple, Any, tuple]):
 
     def on_batch(self, values: list[tuple]) -> tuple[Iterable, bool]:
         ready, moved = self.take(values)
+        if self.shard.state.budget and self.shard.state.store is None:
+            self._open_store()  # a memory budget spills before the first snapshot too
         out = self.shard.on_hits(ready) if ready else []
         clock = self.marks.clock()
         if clock > self.clock.now:
@@ -319,13 +321,18 @@ class SessionLogic(_Merging, StatefulBatchLogic[tuple, Any, tuple]):
             return _next_tick(tick)
         return datetime.fromtimestamp(max(due, wall_now_us()) / 1e6, timezone.utc)
 
+    def _open_store(self) -> None:
+        """A fresh shard's store, once its number is known."""
+        if self.stores is not None and self.index >= 0:
+            self.shard.state.store = self.stores.open(self.index)
+            self.shard.state.store.rollback(None)  # fresh: what it holds belongs to no resumable epoch
+
     def snapshot(self) -> Optional[tuple]:
         if not self.snapshots:
             return None
         state = self.shard.state
         if self.stores is not None and state.store is None:
-            state.store = self.stores.open(self.index)
-            state.store.rollback(None)  # fresh: what it holds belongs to no resumable epoch
+            self._open_store()
         snap = (self.shard.snapshot(), self.merge_snapshot())
         if self.stores is not None:
             self.stores.maybe_collect(state.store, self.index, self._collected)

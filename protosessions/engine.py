@@ -110,17 +110,18 @@ class SessionShard:
     """Proto-sessions for the `(property_id, ACID)` keys of one shard."""
 
     def __init__(self, settings: Settings, clock: Clock, snapshot: tuple | None = None,
-                 store: ShardStore | None = None) -> None:
+                 store: ShardStore | None = None, budget: int = 0) -> None:
         """`store`: where snapshots write their changes (`protosessions.store`);
         without one a snapshot carries the whole open state. A fresh shard
         (no snapshot) empties the store: what it holds is of no resumable
-        epoch."""
+        epoch. `budget`: bytes of sealed hits kept in RAM, past which the
+        coldest live only in the store (`ShardState.spill`; 0: no limit)."""
         if snapshot is not None:
-            self.state = ShardState.restore(snapshot, store)
+            self.state = ShardState.restore(snapshot, store, budget)
         else:
             if store is not None:
                 store.rollback(None)
-            self.state = ShardState(store)
+            self.state = ShardState(store, budget)
         clock.advance(self.state.clock)
         self.closer = CollectingCloser(settings.session_hits)
         self.ctx = Context(settings, self.state, clock, self.closer, default_chain(settings))

@@ -104,7 +104,7 @@ class Context:
             hits.extend(mw.on_collect(self, acid))
         ps = self.sessions.get(acid)
         if ps is not None:
-            hits.extend(ps.all_hits())
+            hits.extend(self.state.all_hits(ps))
         return hits
 
     def trigger_cleanup(self, acid: SessionKey) -> None:

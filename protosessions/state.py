@@ -126,10 +126,14 @@ class ProtoSession:
     Hits are kept as `StoredHit`s in arrival order; once their bytes pass the
     compaction threshold, or once they are `SEAL_AFTER_US` old, they move,
     compressed, into `compacted` (`seal`), a few blocks of growing size.
+    Past the shard's memory budget the blocks of the coldest ones leave RAM:
+    their first `on_disk` hits are then only in the state store
+    (`ShardState.spill`).
     """
 
     __slots__ = ("property_id", "acid", "key", "first_t", "last_t", "count", "metrics",
-                 "size", "hits", "compacted", "ids", "client_ids", "user_ids", "bucket", "seen_clock", "sid", "saved_count", "sealed_upto", "unsaved", "seals")
+                 "size", "hits", "compacted", "ids", "client_ids", "user_ids", "bucket", "seen_clock", "sid", "saved_count", "sealed_upto", "unsaved", "seals", "on_disk",
+                 "filed")
 
     def __init__(self, property_id: str, acid: str) -> None:
         self.property_id = property_id
@@ -148,7 +152,8 @@ class ProtoSession:
         self.ids = HitIds()
         self.client_ids: set[str] = set()
         self.user_ids: set[str] = set()
-        self.bucket = -1
+        self.bucket = -1  # the wheel bucket it expires in (only grows)
+        self.filed = -1  # the bucket of its one wheel entry (at most `bucket`)
         self.seen_clock = 0
         # With a store: its id there (0: never written), how many of its hits
         # the store holds, how many of `hits` are among them, and chunks of
@@ -157,6 +162,7 @@ class ProtoSession:
         self.saved_count = 0
         self.sealed_upto = 0
         self.unsaved: list[bytes] | None = None
+        self.on_disk = 0  # the oldest hits, held only by the store
 
     def acid_suffix(self) -> bytes:
         """`,"authoritative_client_id":<ACID>}`: closes a hit with its ACID set."""
@@ -195,9 +201,21 @@ class ProtoSession:
         self.hits = []
         self.sealed_upto = 0  # those hits are in the block now
 
-    def all_hits(self) -> list[StoredHit]:
-        """Every hit, oldest arrival first (the blocks, then the loose ones)."""
+    def all_hits(self, store: "ShardStore | None" = None) -> list[StoredHit]:
+        """Every hit, oldest arrival first (those only on disk, read back from
+        `store`, then the blocks, then the loose ones)."""
         hits: list[StoredHit] = []
+        if self.on_disk:
+            if store is None:
+                raise ValueError(f"proto-session {self.sid} has hits in a state store, and none was given")
+            for chunk in store.read(self.sid):
+                hits.extend(decompress_hits(chunk))
+                if len(hits) >= self.on_disk:
+                    break
+            if len(hits) < self.on_disk:
+                raise ValueError(f"stored proto-session {self.sid} has {len(hits)} hits in its store, "
+                                 f"its metadata says {self.on_disk}")
+            del hits[self.on_disk:]
         for blob in self.compacted:
             hits.extend(decompress_hits(blob))
         hits.extend(self.hits)
@@ -239,7 +257,10 @@ class ProtoSession:
         return pickle.dumps((self.small(), len(self.hits)), protocol=5)
 
     @classmethod
-    def from_stored(cls, sid: int, blob: bytes, chunks: list[bytes]) -> "ProtoSession":
+    def from_stored(cls, sid: int, blob: bytes, chunks: list[bytes],
+                    lazy: bool = False) -> "ProtoSession":
+        """`lazy`: the hits before the loose ones stay only in the store
+        (`on_disk`), as with a memory budget."""
         small, loose = pickle.loads(blob)
         hits: list[StoredHit] = []
         for chunk in chunks:
@@ -248,9 +269,11 @@ class ProtoSession:
             raise ValueError(f"stored proto-session {sid} has {len(hits)} hits, "
                              f"its metadata says {small[4]}")
         cut = len(hits) - loose
-        compacted = (compress_hits(hits[:cut]),) if cut else ()
+        compacted = (compress_hits(hits[:cut]),) if cut and not lazy else ()
         ps = cls._from_small(small, hits[cut:], compacted, hits[:cut])
         ps.sid = sid
+        if lazy:
+            ps.on_disk = cut
         ps.saved()
         return ps
 
@@ -291,15 +314,18 @@ def _suffix(acid: str) -> bytes:
 class ShardState:
     """Open proto-sessions of one shard plus the timing wheel that expires them.
 
-    The wheel is lazy: a proto-session is filed under a bucket each time its
-    expiry moves to a later bucket; entries whose proto-session moved on or
-    closed are skipped when their bucket comes due.
+    The wheel is lazy: a proto-session is filed once, under the bucket of
+    its first expiry; a hit that moves the expiry later only changes
+    `ps.bucket`, and when the filed bucket comes due the proto-session is
+    either due or filed again under its current bucket (an expiry never moves
+    earlier). So it costs one wheel entry, not one a hit; entries of closed
+    proto-sessions are skipped.
     """
 
     __slots__ = ("sessions", "wheel", "clock", "store", "gone", "next_sid", "kept_dict",
-                 "fresh")
+                 "fresh", "budget", "sealed_bytes", "cold")
 
-    def __init__(self, store: "ShardStore | None" = None) -> None:
+    def __init__(self, store: "ShardStore | None" = None, budget: int = 0) -> None:
         self.sessions: dict[SessionKey, ProtoSession] = {}
         self.wheel = TimingWheel()
         self.clock = 0
@@ -310,18 +336,32 @@ class ShardState:
         # (clock, key) when a proto-session's loose hits went from none to
         # some, oldest first: what `seal_cold` looks at
         self.fresh: deque[tuple[int, SessionKey]] = deque()
+        # The memory budget (0: none): bytes of sealed blocks the shard keeps
+        # in RAM (`sealed_bytes`); past it `spill` moves the blocks of the
+        # proto-sessions sealed longest ago (`cold`, in seal order) to the store.
+        self.budget = budget
+        self.sealed_bytes = 0
+        self.cold: deque[SessionKey] = deque()
 
     def schedule(self, key: SessionKey, ps: ProtoSession, bucket: int) -> None:
         ps.bucket = bucket
-        self.wheel.schedule(ps.key, bucket)
+        if ps.filed < 0:
+            ps.filed = bucket
+            self.wheel.schedule(ps.key, bucket)
 
     def due(self, current_bucket: int) -> Iterator[SessionKey]:
-        """Keys of open proto-sessions filed under buckets before `current_bucket`."""
-        sessions = self.sessions
-        for b, key in self.wheel.due(current_bucket):
+        """Keys of open proto-sessions whose expiry bucket is before
+        `current_bucket` (those filed earlier that expire later are filed again)."""
+        sessions, wheel = self.sessions, self.wheel
+        for b, key in wheel.due(current_bucket):
             ps = sessions.get(key)
-            if ps is not None and ps.bucket == b:
+            if ps is None or ps.filed != b:
+                continue  # closed, or an entry of a closed one of the same key
+            if ps.bucket == b:
                 yield key
+            else:  # later: due, if at all, in this same pass when its bucket comes
+                ps.filed = ps.bucket
+                wheel.schedule(ps.key, ps.bucket)
 
     def seal_cold(self, now: int) -> None:
         """Seal the loose hits of proto-sessions that got no hit for
@@ -338,12 +378,52 @@ class ShardState:
             if ps.seen_clock > limit:  # not quiet yet: look again later
                 fresh.append((ps.seen_clock, key))
             else:
-                ps.seal()
+                self.seal(ps)
+
+    def seal(self, ps: ProtoSession) -> None:
+        """`ps.seal()`, counted against the memory budget."""
+        before = _block_bytes(ps)
+        ps.seal()
+        self.sealed_bytes += _block_bytes(ps) - before
+        if self.budget:
+            self.cold.append(ps.key)
+            if self.sealed_bytes > self.budget:
+                self.spill()
+
+    def spill(self) -> None:
+        """Over the budget: write the coldest proto-sessions' hits to the store
+        (one position, as a snapshot writes: resumable only once a snapshot
+        names a later one) and drop their blocks from RAM; `all_hits` reads
+        them back. Without a store yet (a fresh shard before its first
+        snapshot) nothing can leave."""
+        if self.store is None:
+            return
+        victims: dict[SessionKey, ProtoSession] = {}
+        left = self.sealed_bytes
+        while left > self.budget // 2 and self.cold:  # down to half: a write per spill, not per seal
+            key = self.cold.popleft()
+            ps = self.sessions.get(key)
+            if ps is not None and ps.compacted and key not in victims:
+                victims[key] = ps
+                left -= _block_bytes(ps)
+        if not victims:
+            return
+        self.write(list(victims.values()))
+        for ps in victims.values():
+            self.sealed_bytes -= _block_bytes(ps)
+            ps.on_disk = ps.count - len(ps.hits)
+            ps.compacted = []
+            ps.seals = 0
 
     def forget(self, ps: ProtoSession) -> None:
         """`ps` closed or left the shard: the store's next position says so."""
+        self.sealed_bytes -= _block_bytes(ps)
         if ps.sid:
             self.gone.append(ps.sid)
+
+    def all_hits(self, ps: ProtoSession) -> list[StoredHit]:
+        """Every hit of `ps`, those only in the store too."""
+        return ps.all_hits(self.store)
 
     def snapshot(self) -> tuple:
         """`(version, clock, "full", proto-sessions)` without a store; with
@@ -354,17 +434,25 @@ class ShardState:
             return (SNAPSHOT_VERSION, self.clock, "full",
                     tuple(ps.to_snapshot() for ps in self.sessions.values()),
                     tuple(dictionaries.known.items()))
+        marker = self.write(self.sessions.values())
+        return (SNAPSHOT_VERSION, self.clock, "store", tuple(marker), self.next_sid)
+
+    def write(self, candidates: Iterable[ProtoSession]) -> Marker:
+        """One position of the store: the changes of `candidates` since they
+        were last written, and the proto-sessions closed since the last one."""
+        assert self.store is not None
         changes: list[Change] = []
         changed: list[ProtoSession] = []
+        candidates = list(candidates)
         dict_id = dictionaries.current
         if not dict_id:
-            for ps in self.sessions.values():
+            for ps in candidates:
                 dictionaries.offer(ps.hits[ps.sealed_upto:])
             dict_id = dictionaries.current
         if dict_id != self.kept_dict:  # before any chunk that needs it
             self.store.keep_dictionary(dict_id, dictionaries.known[dict_id])
             self.kept_dict = dict_id
-        for ps in self.sessions.values():
+        for ps in candidates:
             if ps.count == ps.saved_count and ps.sid:
                 continue  # no hit since the last write: nothing of it changed
             chunks = ps.new_chunks(dict_id)
@@ -377,14 +465,16 @@ class ShardState:
         self.gone = []
         for ps in changed:
             ps.saved()
-        return (SNAPSHOT_VERSION, self.clock, "store", tuple(marker), self.next_sid)
+        return marker
 
     @classmethod
-    def restore(cls, snap: tuple, store: "ShardStore | None" = None) -> "ShardState":
+    def restore(cls, snap: tuple, store: "ShardStore | None" = None,
+                budget: int = 0) -> "ShardState":
         """The state a snapshot names; a store snapshot needs its `store`,
-        which is rolled back to exactly the snapshot's position."""
+        which is rolled back to exactly the snapshot's position. With a
+        `budget` the restored blocks stay in the store (`on_disk`)."""
         check_version(snap)
-        state = cls(store)
+        state = cls(store, budget)
         state.clock = snap[1]
         if snap[2] == "full":
             for dict_id, data in snap[4]:
@@ -396,7 +486,8 @@ class ShardState:
                                  "and none was given")
             store.rollback(Marker(*snap[3]))
             state.next_sid = snap[4]
-            items = (ProtoSession.from_stored(*row) for row in store.load())
+            items = (ProtoSession.from_stored(*row, lazy=bool(budget))
+                     for row in store.load(by_session=bool(budget)))
         else:
             raise ValueError(f"session snapshot of unknown kind {snap[2]!r}")
         for ps in items:
@@ -405,7 +496,15 @@ class ShardState:
             state.schedule(key, ps, ps.bucket)
             if ps.hits:
                 state.fresh.append((state.clock, key))
+            if ps.compacted:
+                state.sealed_bytes += _block_bytes(ps)
+                if budget:
+                    state.cold.append(key)
         return state
+
+
+def _block_bytes(ps: ProtoSession) -> int:
+    return sum(map(len, ps.compacted)) if ps.compacted else 0
 
 
 def check_version(snap: object) -> None:

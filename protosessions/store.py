@@ -60,8 +60,14 @@ class ShardStore(Protocol):
         every later position; `StoreMismatch` if it cannot."""
         ...
 
-    def load(self) -> Iterable[Stored]:
-        """The open proto-sessions at the store's current position."""
+    def load(self, by_session: bool = False) -> Iterable[Stored]:
+        """The open proto-sessions at the store's current position
+        (`by_session`: reading one at a time, as a memory budget needs)."""
+        ...
+
+    def read(self, sid: int) -> Iterable[bytes]:
+        """The hit chunks of one proto-session up to the current position, in
+        order (for hits a memory budget left only in the store)."""
         ...
 
     def collect(self, oldest: int) -> int:
@@ -117,10 +123,13 @@ class MemoryStore:
         self.positions = {p for p in self.positions if p <= target}
         self.position = target
 
-    def load(self) -> Iterable[Stored]:
+    def load(self, by_session: bool = False) -> Iterable[Stored]:
         for sid, versions in sorted(self.meta.items()):
             if sid not in self.closed:
                 yield sid, versions[-1][1], [c for _, c in self.chunks.get(sid, [])]
+
+    def read(self, sid: int) -> Iterable[bytes]:
+        return [c for _, c in self.chunks.get(sid, [])]
 
     def collect(self, oldest: int) -> int:
         dropped = 0

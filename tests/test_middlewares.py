@@ -758,3 +758,24 @@ def test_only_quiet_proto_sessions_are_sealed() -> None:
     assert len(b.hits) == 2 and not b.compacted  # a hit since: still loose
     ctx.ping(later + SEAL_AFTER_US)
     assert not b.hits and [h[2] for h in b.all_hits()] == ["b1", "b2"]
+
+
+@pytest.mark.parametrize("chain", ["fast path", "chain"])
+def test_a_proto_session_is_filed_once_and_closes_a_duration_after_its_last_hit(chain: str) -> None:
+    """Hits that move a proto-session's expiry later do not file it in the
+    wheel again (one entry, not one a hit); when its first bucket comes due
+    it is filed under its current one, and it still closes exactly a
+    duration after its last hit, not before."""
+    f = Feeder(settings())
+    if chain == "chain":
+        f.shard.ctx.entry = f.shard.ctx._build_chain(f.shard.ctx.store)
+    for i in range(50):
+        f.hit(f"h{i}", T0 + i * S)
+    wheel = f.shard.state.wheel
+    assert sum(len(k) for k in wheel.buckets.values()) == 1
+    last = T0 + 49 * S
+    assert f.tick(last + D - 1) == []  # its first bucket passed: filed again, not closed
+    assert sum(len(k) for k in wheel.buckets.values()) == 1
+    [s] = f.tick(last + D + S)
+    assert len(ids(s)) == 50 and s["close_reason"] == "inactivity"
+    assert not wheel.buckets and not f.shard.state.sessions

@@ -80,11 +80,15 @@ def reference(hits_file, tmp_path_factory) -> dict[str, dict]:
     return ref
 
 
-def test_file_input_survives_three_sigkills(hits_file, reference, tmp_path) -> None:
+@pytest.mark.parametrize("budget", ["0", "1MiB"])
+def test_file_input_survives_three_sigkills(hits_file, reference, tmp_path, budget) -> None:
+    """Also with a memory budget far below the open hits (16 KiB a shard):
+    their blocks leave RAM for the state store and are read back at close."""
     rec, out = tmp_path / "rec", tmp_path / "sessions.jsonl"
     run_to_end(cli("recovery", "init", str(rec), "--partitions", "2"))
     cmd = cli("run", "--input", str(hits_file), "--output", str(out), "--dead-letter",
-              str(tmp_path / "dead.jsonl"), "--recovery-dir", str(rec), "--snapshot-interval", "1s")
+              str(tmp_path / "dead.jsonl"), "--recovery-dir", str(rec), "--snapshot-interval", "1s",
+              "--memory-budget", budget)
     rng = random.Random(os.getpid())
     kills = sum(run_killed(cmd, rec, rng.choice([1, 2])) for _ in range(3))
     assert kills >= 2, "the run finished before it could be killed: make the input larger"
@@ -92,6 +96,19 @@ def test_file_input_survives_three_sigkills(hits_file, reference, tmp_path) -> N
     got = sessions_by_id(file_records(out))
     assert got == reference
     assert len(file_records(out)) == len(reference)  # the file sink rewinds: no duplicates
+    # a store reads a proto-session's rows back only for hits the budget moved out
+    assert read_back(rec) == (budget != "0")
+
+
+def read_back(rec: Path) -> bool:
+    """Whether a state store was indexed to read hits back (`SqliteStore.read`)."""
+    import sqlite3
+    found = False
+    for path in (rec / "state").glob("*.sqlite3"):
+        db = sqlite3.connect(path)
+        found |= db.execute("SELECT 1 FROM sqlite_master WHERE name = 'log_sid'").fetchone() is not None
+        db.close()
+    return found
 
 
 def test_rescaling_two_workers_then_one_then_three(hits_file, reference, tmp_path) -> None:

@@ -189,6 +189,10 @@ BAD_SIZE = "bad size {!r}: write e.g. 65536, 64KiB, 1MiB"
     (R, {"PROTOSESSIONS_KAFKA_TIMEOUT": "0s"},
      "protosessions run: --kafka-timeout must be more than 0s"),
     (R, {"PROTOSESSIONS_WORKERS": "x"}, "protosessions: PROTOSESSIONS_WORKERS: not an integer: 'x'"),
+    ((*R, "--memory-budget", "lots"), {},
+     "protosessions run: --memory-budget: " + BAD_SIZE.format("lots")),
+    ((*R, "--memory-budget", "64MiB"), {}, "protosessions run: --memory-budget needs --recovery-dir: "
+     "the hits it moves out of memory live in the recovery directory's state store"),
     (("topics", "create", "--kafka-brokers", "localhost:1", "--kafka-timeout", "soon"), {},
      "protosessions topics create: --kafka-timeout: " + BAD_DURATION.format("soon")),
     (("generate", "--kafka-brokers", "localhost:1", "--rate", "1", "--duration", "0s"), {},
@@ -201,6 +205,17 @@ def test_bad_values_get_the_one_line_they_always_got(argv, env, message, monkeyp
     with contextlib.redirect_stderr(err):
         assert main(list(argv)) == 2
     assert err.getvalue() == message + "\n"
+
+
+def test_the_launcher_refuses_a_memory_budget_without_a_store_in_one_line() -> None:
+    env = {**os.environ, "PROTOSESSIONS_MEMORY_BUDGET": "64MiB"}
+    env.pop("BYTEWAX_RECOVERY_DIRECTORY", None)
+    proc = subprocess.run([sys.executable, "-m", "bytewax.run", "flows.sessions:flow"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "flows.sessions:flow: --memory-budget needs --recovery-dir: the hits it moves out of "
+        "memory live in the recovery directory's state store"]
 
 
 def test_the_launcher_refuses_a_bad_variable_in_one_line() -> None:

@@ -56,27 +56,35 @@ def run(settings: Settings, hits: list) -> list[bytes]:
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
-@pytest.mark.parametrize("compaction", ["0B", "2KiB"])
-def test_resuming_any_held_snapshot_gives_the_same_sessions(kind, compaction, tmp_path) -> None:
+@pytest.mark.parametrize("compaction,budget", [("0B", 0), ("2KiB", 0), ("2KiB", 3000), ("0B", 3000)])
+def test_resuming_any_held_snapshot_gives_the_same_sessions(kind, compaction, budget,
+                                                            tmp_path) -> None:
     """Snapshots every few hits into the store; then, a few times, "crash"
     and resume one of the snapshots taken so far (older ones too, as Bytewax
     may resume any epoch it still holds), replaying the hits from there. The
     sessions, deduplicated as the output's readers do, equal one unbroken
-    run's, and no session has two contents."""
+    run's, and no session has two contents. With a memory budget, sealed
+    blocks past it leave RAM for the store (exactly counted), and are read
+    back when their proto-session closes or is resumed."""
     settings = Settings.from_strings(compaction_threshold=compaction, max_events="40")
     hits = parsed(generated(3000, 5), settings)
     whole = run(settings, [pickle.loads(pickle.dumps(h)) for h in hits])
     rng = random.Random(7)
     store = make_store(kind, tmp_path)
-    ident, sess = IdentityShard(settings), SessionShard(settings, Clock(), None, store)
+    ident, sess = IdentityShard(settings), SessionShard(settings, Clock(), None, store, budget)
     snaps: list[tuple[int, tuple, tuple]] = []  # (hits done, identity snapshot, session one)
     out: list[bytes] = []
-    i, crashes = 0, 0
+    i, crashes, spilled = 0, 0, 0
     while i < len(hits):
         step = rng.randint(1, 60)
         batch = [pickle.loads(pickle.dumps(h)) for h in hits[i:i + step]]
         out.extend(b for _, b in sess.on_hits(ident.on_hits(batch)))
         i += len(batch)
+        state = sess.state
+        assert state.sealed_bytes == sum(len(b) for ps in state.sessions.values() for b in ps.compacted)
+        if budget:
+            assert state.sealed_bytes <= budget
+            spilled = max(spilled, sum(ps.on_disk for ps in state.sessions.values()))
         snaps.append((i, pickle.loads(pickle.dumps(ident.snapshot())),
                       pickle.loads(pickle.dumps(sess.snapshot()))))
         if crashes < 6 and rng.random() < 0.04:
@@ -86,9 +94,11 @@ def test_resuming_any_held_snapshot_gives_the_same_sessions(kind, compaction, tm
             store = reopen(kind, store, tmp_path)
             if rng.random() < 0.5:
                 store.collect(min(s[2][3][1] for s in snaps))  # what Bytewax still holds
-            ident, sess = IdentityShard(settings, isnap), SessionShard(settings, Clock(), ssnap, store)
+            ident, sess = IdentityShard(settings, isnap), SessionShard(settings, Clock(), ssnap, store,
+                                                                       budget)
     out.extend(b for _, b in sess.close_all())
     assert crashes >= 2
+    assert bool(spilled) == bool(budget)
     assert set(out) == set(whole)
     assert len({orjson_id(b) for b in out}) == len(set(out))  # one content per session id
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from heapq import heappush
-
 from ..config import Settings
 from ..hit import Hit
 from ..middleware import Context, Middleware, Next, append_hit
@@ -36,7 +34,6 @@ def with_append_fast_path(ctx: Context) -> Next:
     trigger, _, compaction = mws
     sessions = ctx.sessions
     wheel = ctx.state.wheel
-    buckets, heap = wheel.buckets, wheel.heap
     duration, lateness, tick = trigger.duration, trigger.lateness, trigger.tick
     max_duration, last_event = trigger.max_duration, trigger.max_events - 1
     threshold = compaction.threshold
@@ -73,10 +70,7 @@ def with_append_fast_path(ctx: Context) -> Next:
         bucket = expires // tick
         if bucket != ps.bucket:  # ctx.state.schedule(key, ps, bucket), inlined
             ps.bucket = bucket
-            keys = buckets.get(bucket)
-            if keys is None:
-                buckets[bucket] = [ps.key]
-                heappush(heap, bucket)
-            else:
-                keys.append(ps.key)
+            if ps.filed < 0:
+                ps.filed = bucket
+                wheel.schedule(ps.key, bucket)
     return append

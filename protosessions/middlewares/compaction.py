@@ -28,6 +28,6 @@ class Compaction(BaseMiddleware):
     def compact(self, ctx: Context, ps: ProtoSession) -> None:
         """Move the uncompressed hits of `ps` into a compressed block
         (`ProtoSession.seal`); `size` counts from here again."""
-        ps.seal()
+        ctx.state.seal(ps)
         ps.size = 0
         ctx.stats["compactions"] += 1
