@@ -22,30 +22,8 @@ import time
 from pathlib import Path
 
 from common import OUT, ROOT, hits_file
-from open_state import OPEN
+from open_state import HOOK, OPEN, hook_figures
 from protosessions.units import parse_size
-
-
-# Run in the child: the RSS and the state store's size when the input has
-# ended, as the first shard starts closing its sessions (an outside sampler
-# would see the close of every session at once, which builds their output).
-HOOK = """
-import gc, os, sys
-import protosessions.engine as engine
-from flows.cli import main
-close_all, seen = engine.SessionShard.close_all, []
-def hooked(self):
-    if not seen:
-        seen.append(1)
-        gc.collect()
-        rss = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        state = os.path.join(os.environ["BENCH_RECOVERY"], "state")
-        stored = sum(os.path.getsize(os.path.join(state, f)) for f in os.listdir(state)) if os.path.isdir(state) else 0
-        print(f"BENCH {rss} {stored}", file=sys.stderr)
-    return close_all(self)
-engine.SessionShard.close_all = hooked
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def one_run(hits: Path, budget: str, work: Path) -> dict:
@@ -61,9 +39,8 @@ def one_run(hits: Path, budget: str, work: Path) -> dict:
     wall = time.monotonic() - start
     if proc.returncode != 0:
         raise SystemExit(f"run failed (budget {budget}): {proc.stderr[-2000:]}")
-    [line] = [x for x in proc.stderr.splitlines() if x.startswith("BENCH ")]
-    _, rss, stored = line.split()
-    return {"open_rss": int(rss), "stored": int(stored), "wall": wall,
+    rss, stored = hook_figures(proc.stderr)
+    return {"open_rss": rss, "stored": stored, "wall": wall,
             "sessions": sorted(out.read_bytes().splitlines())}
 
 

@@ -1,5 +1,7 @@
-"""RAM against open hits: peak RSS of one process (`protosessions run`, no
-recovery) holding every hit open to the end (`--session-duration 24h`), for
+"""RAM against open hits: RSS of one process (`protosessions run`, no
+recovery) holding every hit open to the end (`--session-duration 24h`),
+taken at the end of input before the sessions close (and the run's peak,
+reached as every session closes at once and its output is built), for
 a few input sizes, `--session-hits full` and `none`, today's build beside
 an earlier one (`--before REF`), in one run; the slope per open hit against
 the raw bytes of a hit, and a PNG plot (`--plot`, default
@@ -27,16 +29,46 @@ from state_store import tree
 OPEN = ["--session-duration", "24h", "--max-duration", "48h", "--max-events", "100000000"]
 
 
-def peak_rss(cwd: Path, hits: Path, mode: str, extra: list[str]) -> int:
+# Run in the child: the RSS and the state store's size when the input has
+# ended, as the first shard starts closing its sessions (an outside sampler
+# would see the close of every session at once, which builds their output).
+HOOK = """
+import gc, os, sys
+import protosessions.engine as engine
+from flows.cli import main
+close_all, seen = engine.SessionShard.close_all, []
+def hooked(self):
+    if not seen:
+        seen.append(1)
+        gc.collect()
+        rss = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        state = os.path.join(os.environ.get("BENCH_RECOVERY", "-"), "state")
+        stored = sum(os.path.getsize(os.path.join(state, f)) for f in os.listdir(state)) if os.path.isdir(state) else 0
+        print(f"BENCH {rss} {stored}", file=sys.stderr)
+    return close_all(self)
+engine.SessionShard.close_all = hooked
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def hook_figures(stderr: str) -> tuple[int, int]:
+    """(RSS, state store bytes) the hook printed."""
+    [line] = [x for x in stderr.splitlines() if x.startswith("BENCH ")]
+    _, rss, stored = line.split()
+    return int(rss), int(stored)
+
+
+def open_and_peak_rss(cwd: Path, hits: Path, mode: str, extra: list[str]) -> tuple[int, int]:
+    """RSS with every hit open (at the end of input) and the run's peak."""
     scratch = Path(tempfile.mkdtemp(dir=OUT))
     try:
-        child = measure([sys.executable, "-m", "flows.cli", "run", "--input", str(hits),
+        child = measure([sys.executable, "-c", HOOK, "run", "--input", str(hits),
                          "--output", str(scratch / "out.jsonl"), "--dead-letter",
                          str(scratch / "dead.jsonl"), "--session-hits", mode, *OPEN, *extra],
                         cwd=cwd, env={"PYTHONPATH": str(cwd), "PATH": "/usr/bin:/bin"})
         if child.exit_code != 0:
             raise SystemExit(f"run failed ({cwd.name} {mode}): {child.stderr[-2000:]}")
-        return child.peak_rss
+        return hook_figures(child.stderr)[0], child.peak_rss
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -60,23 +92,24 @@ def main() -> None:
         builds = builds[1:]
     series: dict[str, list[tuple[float, float]]] = {}
     print(f"{'build':7} {'mode':5} {'open hits':>10} {'RSS MB':>8} {'B/open hit':>11} "
-          f"{'x raw':>6}", flush=True)
+          f"{'x raw':>6} {'peak MB':>8}", flush=True)
     for name, cwd in builds:
         for mode in args.modes.split(","):
             points = []
             for n in sizes:
-                rss = peak_rss(cwd, files[n], mode, extra)
+                rss, peak = open_and_peak_rss(cwd, files[n], mode, extra)
                 points.append((n, rss))
-                slope = ""
+                slope = " " * 18
                 if len(points) > 1:
                     (n0, r0), (n1, r1) = points[-2], points[-1]
                     per = (r1 - r0) / (n1 - n0)
                     slope = f"{per:11.0f} {per / raw[n]:6.2f}"
-                print(f"{name:7} {mode:5} {n:10} {rss / 1e6:8.0f} {slope}", flush=True)
+                print(f"{name:7} {mode:5} {n:10} {rss / 1e6:8.0f} {slope} {peak / 1e6:8.0f}",
+                      flush=True)
             series[f"{name} {mode}"] = [(n / 1000, r / 1e6) for n, r in points]
     print(f"raw bytes per hit: {', '.join(f'{raw[n]:.0f}' for n in sizes)}")
     if args.plot:
-        line_plot(Path(args.plot), series, "open hits (thousands)", "peak RSS (MB)",
+        line_plot(Path(args.plot), series, "open hits (thousands)", "RSS, every hit open (MB)",
                   "RSS against open hits")
         print(f"plot: {args.plot}")
 

@@ -42,13 +42,14 @@ class HitIds:
 
     One buffer of NUL-terminated UTF-8 ids, not a set of strings: a set costs
     about 100 bytes a hit, this the id's length plus one. A few ids are
-    searched in the buffer (`\\0id\\0`); past `INDEX_FROM` a hash table of
-    their offsets (8 bytes a slot, at most half full) keeps each check O(1)
+    searched in the buffer (`\\0id\\0`, a fraction of a microsecond for
+    `INDEX_FROM` of them); past it a hash table of their offsets (4 bytes a
+    slot, at most two thirds full: 6-12 bytes an id) keeps each check O(1)
     for a session of up to `max_events` hits. An id holding a NUL (JSON
     allows it) goes to a small set."""
 
     __slots__ = ("buf", "odd", "count", "table")
-    INDEX_FROM = 32
+    INDEX_FROM = 128
 
     def __init__(self, ids: Iterable[str] = ()) -> None:
         self.buf = bytearray(b"\0")
@@ -70,7 +71,8 @@ class HitIds:
         self.buf += b"\0"
         self.count += 1
         table = self.table
-        if table is not None and 2 * self.count <= len(table):
+        if (table is not None and 3 * self.count <= 2 * len(table)
+                and (offset < 0x7FFFFFFF or table.typecode == "q")):
             self._file(table, b, offset)
         elif self.count > self.INDEX_FROM:
             self._index()
@@ -83,10 +85,11 @@ class HitIds:
         table[i] = offset
 
     def _index(self) -> None:
-        size = 64
-        while size < 4 * self.count:
+        size = 256
+        while size < 2 * self.count:
             size *= 2
-        table = self.table = array("q", bytes(8 * size))
+        kind = "i" if len(self.buf) < 0x7FFFFFFF else "q"  # offsets past 2 GiB: 8 bytes
+        table = self.table = array(kind, bytes(array(kind).itemsize * size))
         offset = 1
         for b in bytes(self.buf[1:-1]).split(b"\0"):
             self._file(table, b, offset)
