@@ -108,9 +108,8 @@ def main() -> None:
                       flush=True)
             series[f"{name} {mode}"] = [(n / 1000, r / 1e6) for n, r in points]
     print(f"raw bytes per hit: {', '.join(f'{raw[n]:.0f}' for n in sizes)}")
-    if args.plot:
-        line_plot(Path(args.plot), series, "open hits (thousands)", "RSS, every hit open (MB)",
-                  "RSS against open hits")
+    if args.plot and line_plot(Path(args.plot), series, "open hits (thousands)",
+                               "RSS, every hit open (MB)", "RSS against open hits"):
         print(f"plot: {args.plot}")
 
 

@@ -6,13 +6,14 @@ from pathlib import Path
 
 
 def line_plot(path: Path, series: dict[str, list[tuple[float, float]]], xlabel: str,
-              ylabel: str, title: str) -> None:
-    """One line per series of `(x, y)` points, with a legend."""
+              ylabel: str, title: str) -> bool:
+    """One line per series of `(x, y)` points, with a legend; False if
+    matplotlib is missing (nothing written)."""
     try:
         import matplotlib
     except ImportError:
         print("no plot: matplotlib is not installed (pip install -e '.[bench]')")
-        return
+        return False
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -29,3 +30,4 @@ def line_plot(path: Path, series: dict[str, list[tuple[float, float]]], xlabel: 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+    return True
