@@ -112,7 +112,8 @@ class HitIds:
             offset = table[i]
             if not offset:
                 return False
-            if buf[offset + end] == 0 and buf.startswith(b, offset):
+            # startswith first: a shorter id near the end leaves no byte at offset + end
+            if buf.startswith(b, offset) and buf[offset + end] == 0:
                 return True
             i = (i + 1) & mask
 

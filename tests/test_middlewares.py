@@ -732,6 +732,16 @@ def test_hit_ids_answer_as_a_set_below_and_above_the_index(added: list[str], ask
     assert set(ids) == kept
 
 
+def test_hit_ids_past_the_index_answer_for_ids_longer_than_any_held() -> None:
+    """A probe that lands on a short id near the end of the buffer must not
+    read past it."""
+    from protosessions.state import HitIds
+    ids = HitIds(f"h{i}" for i in range(300))
+    for i in range(5000):
+        assert (f"h{i}" in ids) == (i < 300)
+        assert f"a-longer-id-{i}" not in ids
+
+
 def test_sealed_blocks_merge_and_read_back_in_order() -> None:
     """Sealing a hit at a time leaves few blocks (their sizes grow), and the
     hits come back in arrival order."""
