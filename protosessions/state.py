@@ -385,14 +385,25 @@ class ShardState:
                 self.seal(ps)
 
     def seal(self, ps: ProtoSession) -> None:
-        """`ps.seal()`, counted against the memory budget."""
+        """`ps.seal()`, counted against the memory budget; `cold` gets one
+        entry each time a proto-session's blocks go from none to some."""
         before = _block_bytes(ps)
         ps.seal()
         self.sealed_bytes += _block_bytes(ps) - before
         if self.budget:
-            self.cold.append(ps.key)
+            if not before and ps.compacted:
+                self.cold.append(ps.key)
+                if len(self.cold) > 2 * len(self.sessions) + 64:  # entries of closed ones
+                    self._prune_cold()
             if self.sealed_bytes > self.budget:
                 self.spill()
+
+    def _prune_cold(self) -> None:
+        """Drop the entries of proto-sessions that closed or left RAM, so that
+        a budget never reached does not keep one entry per session ever sealed."""
+        sessions = self.sessions
+        self.cold = deque(k for k in self.cold
+                          if (ps := sessions.get(k)) is not None and ps.compacted)
 
     def spill(self) -> None:
         """Over the budget: write the coldest proto-sessions' hits to the store
@@ -412,7 +423,7 @@ class ShardState:
                 left -= _block_bytes(ps)
         if not victims:
             return
-        self.write(list(victims.values()))
+        self.write(victims.values())
         for ps in victims.values():
             self.sealed_bytes -= _block_bytes(ps)
             ps.on_disk = ps.count - len(ps.hits)

@@ -373,3 +373,17 @@ def test_ids_and_none_keep_no_hit_bytes_and_give_the_same_sessions(mode, compact
         other = got[sid]
         assert other.pop("hits", None) == (ids if mode == "ids" else None)
         assert other == rec
+
+
+def test_a_budget_never_reached_keeps_no_entry_per_closed_session() -> None:
+    """The queue of sealed proto-sessions a budget spills from keeps entries
+    of open ones only (bounded by them), however many closed since."""
+    settings = Settings.from_strings(session_duration="2m")
+    hits = parsed(generated(6000, 4), settings)
+    sess = SessionShard(settings, Clock(), None, MemoryStore(), 10**12)
+    closed = 0
+    for k in range(0, len(hits), 50):
+        closed += len(sess.on_hits(hits[k:k + 50]))
+        state = sess.state
+        assert len(state.cold) <= 2 * len(state.sessions) + 65
+    assert closed > 200 and state.sealed_bytes > 0
