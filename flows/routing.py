@@ -28,13 +28,13 @@ what it holds; one with nothing held and nothing due is left alone.
 from __future__ import annotations
 
 import heapq
-import threading
 import time
 from operator import attrgetter
 from typing import Any, Callable, Iterable, Optional
 
 from protosessions.hit import HitBatch
 from protosessions.merge import END
+from protosessions.perthread import PerThread
 
 BY_ORDER = attrgetter("order")
 _M_BYTES = 8  # a merge key starts with its M, 8 bytes big-endian (protosessions.merge)
@@ -199,12 +199,8 @@ class PerWorker:
 
     def __init__(self, make: Callable[[], Router],
                  parts: Callable[[list], Iterable[tuple[list, Optional[tuple]]]]) -> None:
-        self._make = make
+        self._routers = PerThread(make)
         self._parts = parts
-        self._local = threading.local()
 
     def __call__(self, batch: list) -> list:
-        r = getattr(self._local, "router", None)
-        if r is None:
-            r = self._local.router = self._make()
-        return r.route(self._parts(batch))
+        return self._routers.get().route(self._parts(batch))

@@ -18,6 +18,8 @@ from typing import Iterable
 
 import zstandard
 
+from .perthread import PerThread
+
 StoredHit = tuple  # (t, hit bytes with the ACID set, hit id)
 
 TRAIN_SAMPLES = 300  # hits a process sees before it trains its dictionary
@@ -72,7 +74,7 @@ class Dictionaries:
 dictionaries = Dictionaries()
 
 
-class _Codec(threading.local):
+class _Codec:
     """Zstandard level 1, one (de)compressor per thread and dictionary (a
     zstd context is not thread-safe). Against zlib level 1 on 64 KiB of
     hits: about 5x faster to compress, 4x to decompress, and smaller
@@ -102,16 +104,16 @@ class _Codec(threading.local):
         return c
 
 
-_codec = _Codec()
+_codecs: PerThread[_Codec] = PerThread(_Codec)
 
 
 def compress_hits(hits: list[StoredHit], dict_id: int = 0) -> bytes:
     # Copied out: zstandard's result keeps the allocation of the worst-case
     # size (4-7x the compressed bytes here), which a kept block would pin.
-    return bytes(memoryview(_codec.compressor(dict_id)(pickle.dumps(hits, protocol=5))))
+    return bytes(memoryview(_codecs.get().compressor(dict_id)(pickle.dumps(hits, protocol=5))))
 
 
 def decompress_hits(blob: bytes) -> list[StoredHit]:
     # the frame header's descriptor (byte 4) says whether a dictionary id follows
     dict_id = zstandard.get_frame_parameters(blob).dict_id if len(blob) > 4 and blob[4] & 3 else 0
-    return pickle.loads(_codec.decompressor(dict_id)(blob))
+    return pickle.loads(_codecs.get().decompressor(dict_id)(blob))

@@ -6,36 +6,28 @@ hot path; `totals()` adds them up.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 
-_local = threading.local()
-_all: list[Counter] = []
-_lock = threading.Lock()
+from .perthread import PerThread
+
+_counters: PerThread[Counter] = PerThread(Counter)
 
 
 def counter() -> Counter:
     """This thread's counter."""
-    c = getattr(_local, "counter", None)
-    if c is None:
-        c = _local.counter = Counter()
-        with _lock:
-            _all.append(c)
-    return c
+    return _counters.get()
 
 
 def totals() -> Counter:
     total: Counter = Counter()
-    with _lock:
-        for c in _all:
-            total.update(dict(c))  # one C-level copy: a worker may be adding keys
+    for c in _counters.values():
+        total.update(dict(c))  # one C-level copy: a worker may be adding keys
     return total
 
 
 def reset() -> None:
-    with _lock:
-        for c in _all:
-            c.clear()
+    for c in _counters.values():
+        c.clear()
 
 
 def delivered(topic: str) -> str:
