@@ -18,3 +18,14 @@ def last_epoch(store: Path) -> int:
         if epoch is not None:
             newest = max(newest, epoch)
     return newest
+
+
+def read_back(rec: Path) -> bool:
+    """Whether a state store was indexed to read hits back (`SqliteStore.read`):
+    a memory budget moved hits out of RAM."""
+    found = False
+    for path in (rec / "state").glob("*.sqlite3"):
+        db = sqlite3.connect(path)
+        found |= db.execute("SELECT 1 FROM sqlite_master WHERE name = 'log_sid'").fetchone() is not None
+        db.close()
+    return found

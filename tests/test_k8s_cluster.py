@@ -1,7 +1,8 @@
 """The StatefulSet's exact command and environment, run as two local processes
 over loopback (hostfile with two addresses, process ids 0 and 1 from the pod
 names, recovery on), on the real broker: same sessions as one process; then
-both killed mid-run and resumed, and still the same sessions."""
+both killed mid-run and resumed, and still the same sessions, also with a
+memory budget far below the open hits."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 import yaml
 
 from kafka_support import bootstrap, consume_all, produce, topics
-from recovery_support import last_epoch
+from recovery_support import last_epoch, read_back
 from protosessions.generate import generate_hits
 
 pytestmark = pytest.mark.kafka
@@ -141,18 +142,23 @@ def test_statefulset_command_two_processes_then_kill_and_resume(tmp_path) -> Non
     lines = list(generate_hits(150_000, 8_000, seed=5,
                                start=datetime(2025, 3, 1, tzinfo=timezone.utc)))
     runs = {}
-    for label, n, kill in (("one", 1, False), ("two", 2, False), ("two-killed", 2, True)):
+    for label, n, kill, budget in (("one", 1, False, "0"), ("two", 2, False, "0"),
+                                   ("two-killed", 2, True, "0"),
+                                   ("two-killed-budget", 2, True, "1MiB")):
         work = tmp_path / label
         work.mkdir()
         t = topics(brokers, 1, prefix=label)
         produce(brokers, t["hits"], lines)
         init_recovery(work)
-        procs = cluster_cmd_env(n, work, brokers, t)
+        procs = [(cmd, {**env, "PROTOSESSIONS_MEMORY_BUDGET": budget})
+                 for cmd, env in cluster_cmd_env(n, work, brokers, t)]
         if kill:
             assert run_cluster(procs, kill_after=2, store=work / "recovery"), \
                 "finished before the kill"
         run_cluster(procs)
         runs[label] = sessions(brokers, t["sessions"])
+        assert read_back(work / "recovery") == (budget != "0")
     assert sum(s["hit_count"] for s in runs["one"].values()) > 140_000
     same(runs["two"], runs["one"])
     same(runs["two-killed"], runs["one"])
+    same(runs["two-killed-budget"], runs["one"])

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from protosessions.generate import write_hits
-from recovery_support import last_epoch
+from recovery_support import last_epoch, read_back
 
 HITS = 200_000
 
@@ -100,17 +100,6 @@ def test_file_input_survives_three_sigkills(hits_file, reference, tmp_path, budg
     assert read_back(rec) == (budget != "0")
 
 
-def read_back(rec: Path) -> bool:
-    """Whether a state store was indexed to read hits back (`SqliteStore.read`)."""
-    import sqlite3
-    found = False
-    for path in (rec / "state").glob("*.sqlite3"):
-        db = sqlite3.connect(path)
-        found |= db.execute("SELECT 1 FROM sqlite_master WHERE name = 'log_sid'").fetchone() is not None
-        db.close()
-    return found
-
-
 def test_rescaling_two_workers_then_one_then_three(hits_file, reference, tmp_path) -> None:
     rec, out = tmp_path / "rec", tmp_path / "sessions.jsonl"
     run_to_end(cli("recovery", "init", str(rec), "--partitions", "3"))
@@ -123,10 +112,12 @@ def test_rescaling_two_workers_then_one_then_three(hits_file, reference, tmp_pat
 
 
 @pytest.mark.kafka
-def test_kafka_input_survives_three_sigkills(hits_file, tmp_path) -> None:
+@pytest.mark.parametrize("budget", ["0", "1MiB"])
+def test_kafka_input_survives_three_sigkills(hits_file, tmp_path, budget) -> None:
     """Three partitions keyed by client_id, killed three times while catching
     up: each session_id is only ever written with one content, and the
-    distinct sessions are those of one file holding the partitions' time merge."""
+    distinct sessions are those of one file holding the partitions' time merge
+    (also with a memory budget far below the open hits)."""
     from kafka_support import bootstrap, consume_all, produce, topics
     from protosessions.config import Settings
     from protosessions.merge import merged
@@ -150,7 +141,7 @@ def test_kafka_input_survives_three_sigkills(hits_file, tmp_path) -> None:
     run_to_end(cli("recovery", "init", str(rec), "--partitions", "2"))
     cmd = cli("run", "--kafka-brokers", brokers, "--hits-topic", t["hits"], "--sessions-topic",
               t["sessions"], "--dead-letter-topic", t["dead"], "--until-end",
-              "--recovery-dir", str(rec), "--snapshot-interval", "1s")
+              "--recovery-dir", str(rec), "--snapshot-interval", "1s", "--memory-budget", budget)
     rng = random.Random(os.getpid() + 1)
     kills = sum(run_killed(cmd, rec, rng.choice([1, 2])) for _ in range(3))
     assert kills >= 2, "the run finished before it could be killed: make the input larger"
@@ -158,3 +149,4 @@ def test_kafka_input_survives_three_sigkills(hits_file, tmp_path) -> None:
     records = [m.value() for m in consume_all(brokers, t["sessions"], idle=3.0, timeout=300)]
     got = sessions_by_id(records)
     assert got == reference
+    assert read_back(rec) == (budget != "0")
