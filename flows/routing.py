@@ -73,7 +73,9 @@ class Router:
         self.latest: dict[int, tuple] = {}  # source -> its latest progress
         self.told: list[dict[int, tuple]] = [{} for _ in names]  # shard -> source -> progress
         self.held: dict[int, bytes] = {}  # shard -> greatest key it may still hold from us
-        self.due: dict[int, set[int]] = {}  # clock -> shards with a hit closable from then
+        # clock -> the shards with a hit closable from then, as a bit mask (a set of
+        # 64 shards is 2 KiB, and a long session duration keeps one a second)
+        self.due: dict[int, int] = {}
         self.due_heap: list[int] = []
         self.last_w = -1  # the watermark of our sources when last routed
         self.beat_at = 0.0  # monotonic time of the next heartbeat
@@ -176,20 +178,26 @@ class Router:
 
     def _arm(self, i: int, hits: list, deadline: Callable[[Any], int]) -> None:
         due, heap = self.due, self.due_heap
+        bit = 1 << i
         for d in {deadline(h) for h in hits}:
-            s = due.get(d)
-            if s is None:
-                due[d] = {i}
+            m = due.get(d)
+            if m is None:
+                due[d] = bit
                 heapq.heappush(heap, d)
             else:
-                s.add(i)
+                due[d] = m | bit
 
     def _due(self, clock: int) -> set[int]:
         """Shards with a hit the clock alone may now close."""
         heap, due = self.due_heap, self.due
-        out: set[int] = set()
+        m = 0
         while heap and heap[0] <= clock:
-            out |= due.pop(heapq.heappop(heap))
+            m |= due.pop(heapq.heappop(heap))
+        out: set[int] = set()
+        while m:
+            low = m & -m
+            out.add(low.bit_length() - 1)
+            m ^= low
         return out
 
 

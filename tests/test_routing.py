@@ -62,3 +62,25 @@ def test_the_heartbeat_tells_every_shard_what_it_missed() -> None:
     r = Router(("a", "b"), lambda h: h.shard, heartbeat_s=0.0)
     r.route([([], (0, T0, True, 1, T0))])
     assert shards(r.route([([hit(0, T0 + 1)], (0, T0 + 1, True, 1, T0 + 1))])) == [0, 1]
+
+
+def test_pending_close_deadlines_cost_bytes_not_a_set_of_shards_each() -> None:
+    """A long session duration keeps a deadline a second of stream time
+    pending for each shard that got a hit in it: 64 shards each time."""
+    import tracemalloc
+
+    names = tuple(f"s{i}" for i in range(64))
+    r = Router(names, lambda h: h.shard, heartbeat_s=3600.0, deadline=lambda h: h.t + 86_400 * S)
+    r.route([([], (0, T0, True, 1, T0))])
+    batches = [[hit(i, T0 + k * S) for i in range(64)] for k in range(1_000)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for k, hits in enumerate(batches):
+        r.route([(hits, (0, T0 + k * S, True, 1, T0 + k * S))])
+    kept = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert len(r.due) == 1_000
+    assert kept < 1_000 * 300  # a set of 64 shards alone is 2 KiB
+    out = r.route([([], (0, T0 + 86_400 * S + 500 * S, True, 1, T0 + 86_400 * S + 500 * S))])
+    assert shards(out) == list(range(64))  # the clock passed half of them: every shard told
+    assert len(r.due) == 499
