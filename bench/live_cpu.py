@@ -47,6 +47,26 @@ def job_cmds(procs: int, brokers: str, topics: dict[str, str], extra: list[str])
             for i in range(procs)]
 
 
+def live_topics(brokers: str, prefix: str) -> tuple[str, dict[str, str]]:
+    """A fresh tag and its topics: a 3-partition hits topic, sessions, dead letters."""
+    tag = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    topics = {"hits": f"{tag}.hits", "sessions": f"{tag}.sessions", "dead": f"{tag}.dead"}
+    create_topics(brokers, [topics["hits"]], partitions=3)
+    create_topics(brokers, [topics["sessions"], topics["dead"]])
+    return tag, topics
+
+
+def start_generator(brokers: str, topic: str, rate: float, clients: int, seconds: float,
+                    cache: Path) -> subprocess.Popen:
+    """`protosessions generate --rate` producing live into `topic` for `seconds`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "generate", "--kafka-brokers", brokers,
+         "--hits-topic", topic, "--rate", str(rate), "--clients", str(clients),
+         "--duration", f"{int(seconds)}s"],
+        cwd=ROOT, env=child_env(cache), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 def cpu_seconds(procs: list) -> float:
     """User + system seconds of the job's processes (and their children)."""
     import psutil
@@ -75,10 +95,7 @@ def hits_read(logs: list[Path]) -> int:
 def measure(tree: Path, base: bool, procs: int, rate: float, brokers: str, args: argparse.Namespace
             ) -> tuple[float, float]:
     """(% of one core, hits read per second) of one job over the window."""
-    tag = f"livecpu-{uuid.uuid4().hex[:8]}"
-    topics = {"hits": f"{tag}.hits", "sessions": f"{tag}.sessions", "dead": f"{tag}.dead"}
-    create_topics(brokers, [topics["hits"]], partitions=3)
-    create_topics(brokers, [topics["sessions"], topics["dead"]])
+    tag, topics = live_topics(brokers, "livecpu")
     cache = OUT / "live_cpu_cache"
     env = child_env(cache, tree if base else None, kafka_brokers=brokers,
                     hits_topic=topics["hits"], sessions_topic=topics["sessions"],
@@ -91,13 +108,8 @@ def measure(tree: Path, base: bool, procs: int, rate: float, brokers: str, args:
     jobs: list[subprocess.Popen] = []
     try:
         if rate > 0:
-            total = args.warmup + args.window + 30
-            gen = subprocess.Popen(
-                [sys.executable, "-m", "flows.cli", "generate", "--kafka-brokers", brokers,
-                 "--hits-topic", topics["hits"], "--rate", str(rate), "--clients",
-                 str(args.clients), "--duration", f"{int(total)}s"],
-                cwd=ROOT, env=child_env(cache), stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, start_new_session=True)
+            gen = start_generator(brokers, topics["hits"], rate, args.clients,
+                                  args.warmup + args.window + 30, cache)
         for cmd, log in zip(job_cmds(procs, brokers, topics, extra), logs):
             jobs.append(subprocess.Popen(["nice", "-n", "0", *cmd], cwd=tree, env=env,
                                          stdout=subprocess.DEVNULL, stderr=log.open("wb"),

@@ -20,10 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from common import OUT, ROOT, add_broker_args, create_topics, kafka_broker, require_broker
+from common import OUT, ROOT, add_broker_args, kafka_broker, require_broker
+from live_cpu import live_topics, start_generator
 from merge import child_env
 
 BROKER_PORT = 19700
@@ -50,22 +50,15 @@ def main() -> None:
 
     OUT.mkdir(parents=True, exist_ok=True)
     with kafka_broker(args.brokers, args.start_broker, BROKER_PORT) as brokers:
-        tag = f"livewrites-{uuid.uuid4().hex[:8]}"
-        topics = {"hits": f"{tag}.hits", "sessions": f"{tag}.sessions", "dead": f"{tag}.dead"}
-        create_topics(brokers, [topics["hits"]], partitions=3)
-        create_topics(brokers, [topics["sessions"], topics["dead"]])
+        tag, topics = live_topics(brokers, "livewrites")
         cache = OUT / "live_writes_cache"
         rec = Path(tempfile.mkdtemp(dir=OUT)) / "recovery"
         py = sys.executable
         subprocess.run([py, "-m", "flows.cli", "recovery", "init", str(rec), "--partitions", "1"], cwd=ROOT,
                        env=child_env(cache), check=True, capture_output=True)
         log = OUT / f"{tag}.stderr"
-        gen = subprocess.Popen(
-            [py, "-m", "flows.cli", "generate", "--kafka-brokers", brokers, "--hits-topic",
-             topics["hits"], "--rate", str(args.rate), "--clients", str(args.clients),
-             "--duration", f"{int(args.duration + 60)}s"],
-            cwd=ROOT, env=child_env(cache), stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True)
+        gen = start_generator(brokers, topics["hits"], args.rate, args.clients,
+                              args.duration + 60, cache)
         job = subprocess.Popen(
             [py, "-m", "flows.cli", "run", "--kafka-brokers", brokers, "--hits-topic",
              topics["hits"], "--sessions-topic", topics["sessions"], "--dead-letter-topic",
