@@ -29,7 +29,7 @@ from typing import Iterable, Optional
 from protosessions.codec import dictionaries
 from protosessions.store import Change, Marker, Stored, check_marker
 
-FORMAT = "1"  # of the tables below; a file of another format is refused
+FORMAT = "2"  # of the tables below; format 1 is converted on open, any other refused
 SUBDIR = "state"
 COLLECT_EVERY_S = 30.0  # garbage collection, at most this often per shard
 # SYNC: WAL with synchronous=NORMAL. A commit survives the process being
@@ -39,17 +39,33 @@ COLLECT_EVERY_S = 30.0  # garbage collection, at most this often per shard
 # lose a position the partitions name, the resume is refused in one line
 # (`check_marker`), never misread.
 
-# One append-only log: a write appends its rows at the end of the table
+# Append-only logs: a write appends its rows at the end of each table
 # (rowid order is position order), so a commit touches the last page or two
-# of it, not a page per changed proto-session, as tables keyed by session
-# would; pages of 1 KiB keep that small too. Kinds: a position's marker
-# row (sid 0), a change (metadata and its new hit chunks, pickled), a close.
-POSITION, CHANGE, CLOSE = 0, 1, 2
+# of them, not a page per changed proto-session, as tables keyed by session
+# would; pages of 1 KiB keep that small too. `log` holds what is written
+# once and only ever deleted with its proto-session: a change's new hit
+# chunks (pickled) and a close. `meta` holds each changed proto-session's
+# metadata at a position and `positions` the positions written; collection
+# drops the versions and positions no resumable position needs, so it
+# rewrites pages of those two tables, never a page of hits.
+POSITION, CHANGE, CLOSE = 0, 1, 2  # POSITION: format 1's marker rows in `log`
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS log (pos INTEGER NOT NULL, sid INTEGER NOT NULL, kind INTEGER NOT NULL,
-                                meta BLOB, chunks BLOB);
+                                chunks BLOB);
+CREATE TABLE IF NOT EXISTS meta (pos INTEGER NOT NULL, sid INTEGER NOT NULL, row BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS positions (pos INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS dictionaries (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
+"""
+# Format 1 kept metadata and positions in `log`; they move to their tables.
+_FROM_FORMAT_1 = f"""
+CREATE TABLE meta (pos INTEGER NOT NULL, sid INTEGER NOT NULL, row BLOB NOT NULL);
+CREATE TABLE positions (pos INTEGER PRIMARY KEY);
+INSERT INTO meta SELECT pos, sid, meta FROM log WHERE meta IS NOT NULL ORDER BY rowid;
+INSERT INTO positions SELECT pos FROM log WHERE kind = {POSITION};
+DELETE FROM log WHERE kind = {POSITION};
+ALTER TABLE log DROP COLUMN meta;
+UPDATE info SET value = '2' WHERE name = 'format';
 """
 
 
@@ -89,9 +105,11 @@ class SqliteStore:
             # page cache would cost more RAM than a memory budget saves
             self.db.execute("PRAGMA cache_size=-128")
             self.db.execute("PRAGMA journal_mode=WAL")
+            info = self._info()
+            if info.get("format") == "1":
+                self.db.executescript("BEGIN IMMEDIATE;" + _FROM_FORMAT_1 + "COMMIT;")
+                info = self._info()
             self.db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")  # one transaction
-            info = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace")
-                    for k, v in self.db.execute("SELECT name, value FROM info")}
             if not info and not create:
                 raise StateStoreError(f"state store {path} holds no store information")
             if not info:
@@ -103,9 +121,7 @@ class SqliteStore:
                                       f"this build reads format {FORMAT}: start afresh with a new "
                                       "recovery directory")
             self.token = info["token"]
-            tail = self.db.execute("SELECT pos FROM log WHERE kind = ? ORDER BY rowid DESC "
-                                   "LIMIT 1", (POSITION,)).fetchone()
-            self.position = tail[0] if tail else 0
+            self.position = self.db.execute("SELECT max(pos) FROM positions").fetchone()[0] or 0
             self.last = max(int(info["last"]), self.position)
             for dict_id, data in self.db.execute("SELECT id, data FROM dictionaries"):
                 dictionaries.register(dict_id, data)
@@ -118,6 +134,13 @@ class SqliteStore:
         self.bytes_written = 0
         self.indexed = False
 
+    def _info(self) -> dict[str, str]:
+        """The `info` rows (none before the tables exist)."""
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'info'").fetchone():
+            return {}
+        return {k.decode("utf-8", "replace"): v.decode("utf-8", "replace")
+                for k, v in self.db.execute("SELECT name, value FROM info")}
+
     def keep_dictionary(self, dict_id: int, data: bytes) -> None:
         self.db.execute("INSERT OR IGNORE INTO dictionaries VALUES (?, ?)", (dict_id, data))
 
@@ -128,20 +151,22 @@ class SqliteStore:
         if not changes and not closed and self.position:
             return Marker(self.kind, self.position, self.token)  # nothing new: same position
         pos = self.last + 1  # never a number used before, even one rolled back
-        rows = [(pos, sid, CHANGE, blob, pickle.dumps(chunks, protocol=5))
-                for sid, blob, chunks in changes]
-        rows += [(pos, sid, CLOSE, None, None) for sid in closed]
-        rows.append((pos, 0, POSITION, None, None))
+        metas = [(pos, sid, blob) for sid, blob, _ in changes]
+        rows = [(pos, sid, CHANGE, pickle.dumps(chunks, protocol=5))
+                for sid, _, chunks in changes]
+        rows += [(pos, sid, CLOSE, None) for sid in closed]
         with self._txn():
-            self.db.executemany("INSERT INTO log VALUES (?, ?, ?, ?, ?)", rows)
+            self.db.executemany("INSERT INTO meta VALUES (?, ?, ?)", metas)
+            self.db.executemany("INSERT INTO log VALUES (?, ?, ?, ?)", rows)
+            self.db.execute("INSERT INTO positions VALUES (?)", (pos,))
         self.position = self.last = pos
-        self.bytes_written += sum(len(r[3]) + len(r[4]) for r in rows if r[2] == CHANGE)
+        self.bytes_written += (sum(len(m[2]) for m in metas)
+                               + sum(len(r[3]) for r in rows if r[2] == CHANGE))
         return Marker(self.kind, pos, self.token)
 
     def holds(self, pos: int) -> bool:
         """Whether position `pos` is in the store (written, not rolled back or collected)."""
-        return self.db.execute("SELECT 1 FROM log WHERE kind = ? AND pos = ?",
-                               (POSITION, pos)).fetchone() is not None
+        return self.db.execute("SELECT 1 FROM positions WHERE pos = ?", (pos,)).fetchone() is not None
 
     def rollback(self, marker: Marker | None) -> None:
         held = marker is not None and self.holds(int(marker[1]))
@@ -151,48 +176,36 @@ class SqliteStore:
             return
         with self._txn():
             self.db.execute("DELETE FROM log WHERE pos > ?", (target,))
+            self.db.execute("DELETE FROM meta WHERE pos > ?", (target,))
+            self.db.execute("DELETE FROM positions WHERE pos > ?", (target,))
             self.db.execute("UPDATE info SET value = ? WHERE name = 'last'", (str(self.last),))
         self.position = target
 
     def load(self, by_session: bool = False) -> Iterable[Stored]:
+        metas = self._metas()
         if by_session:
-            yield from self._load_by_session()
+            yield from self._load_by_session(metas)
             return
-        metas: dict[int, bytes] = {}
         chunks: dict[int, list[bytes]] = {}
-        closed: set[int] = set()
-        for sid, kind, meta, blob in self.db.execute(
-                "SELECT sid, kind, meta, chunks FROM log WHERE kind != ? ORDER BY rowid",
-                (POSITION,)):
-            if kind == CLOSE:
-                closed.add(sid)
-                continue
-            if meta is not None:
-                metas[sid] = meta
+        for sid, blob in self.db.execute("SELECT sid, chunks FROM log WHERE kind = ? ORDER BY rowid",
+                                         (CHANGE,)):
             chunks.setdefault(sid, []).extend(pickle.loads(blob))
         for sid in sorted(metas):
-            if sid not in closed:
-                yield sid, metas[sid], chunks[sid]
+            yield sid, metas[sid], chunks.get(sid, [])
 
-    def _load_by_session(self) -> Iterable[Stored]:
-        """`load` holding one proto-session's rows at a time, not the state."""
+    def _metas(self) -> dict[int, bytes]:
+        """The latest metadata of each open proto-session."""
+        closed = {sid for (sid,) in self.db.execute("SELECT sid FROM log WHERE kind = ?", (CLOSE,))}
+        metas = {sid: row for sid, row in self.db.execute("SELECT sid, row FROM meta ORDER BY rowid")}
+        for sid in closed:
+            metas.pop(sid, None)
+        return metas
+
+    def _load_by_session(self, metas: dict[int, bytes]) -> Iterable[Stored]:
+        """`load` holding one proto-session's hit chunks at a time, not the state."""
         self._index()
-        rows = self.db.execute("SELECT sid, kind, meta, chunks FROM log WHERE sid > 0 "
-                               "ORDER BY sid, rowid")
-        current, meta, chunks, closed = 0, None, [], False
-        for sid, kind, m, blob in rows:
-            if sid != current:
-                if current and not closed and meta is not None:
-                    yield current, meta, chunks
-                current, meta, chunks, closed = sid, None, [], False
-            if kind == CLOSE:
-                closed = True
-                continue
-            if m is not None:
-                meta = m
-            chunks.extend(pickle.loads(blob))
-        if current and not closed and meta is not None:
-            yield current, meta, chunks
+        for sid in sorted(metas):
+            yield sid, metas[sid], self.read(sid)
 
     def _index(self) -> None:
         if not self.indexed:  # only a memory budget reads one session's rows: indexed then
@@ -208,24 +221,17 @@ class SqliteStore:
     def collect(self, oldest: int) -> int:
         """Rows of proto-sessions closed at or before `oldest`, metadata
         older than each one's latest at or before it, and markers of
-        positions before it. A scan of the log: so at most every
+        positions before it. Scans of the logs: so at most every
         `COLLECT_EVERY_S`, not at each write."""
+        closed = "SELECT sid FROM log WHERE kind = ? AND pos <= ?"
         with self._txn():
             db = self.db
-            n = db.execute(
-                "DELETE FROM log WHERE kind != ? AND sid IN "
-                "(SELECT sid FROM log WHERE kind = ? AND pos <= ?)", (POSITION, CLOSE, oldest)).rowcount
-            latest: dict[int, int] = {}
-            stale: list[tuple[int]] = []
-            for rowid, sid in db.execute("SELECT rowid, sid FROM log WHERE kind = ? AND pos <= ? "
-                                         "AND meta IS NOT NULL ORDER BY rowid", (CHANGE, oldest)):
-                before = latest.get(sid)
-                if before is not None:
-                    stale.append((before,))
-                latest[sid] = rowid
-            db.executemany("UPDATE log SET meta = NULL WHERE rowid = ?", stale)
-            n += len(stale)
-            n += db.execute("DELETE FROM log WHERE kind = ? AND pos < ?", (POSITION, oldest)).rowcount
+            n = db.execute(f"DELETE FROM meta WHERE sid IN ({closed})", (CLOSE, oldest)).rowcount
+            n += db.execute(f"DELETE FROM log WHERE sid IN ({closed})", (CLOSE, oldest)).rowcount
+            n += db.execute("DELETE FROM meta WHERE pos <= ? AND rowid NOT IN "
+                            "(SELECT max(rowid) FROM meta WHERE pos <= ? GROUP BY sid)",
+                            (oldest, oldest)).rowcount
+            n += db.execute("DELETE FROM positions WHERE pos < ?", (oldest,)).rowcount
         return n
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ import pickle
 import random
 import sqlite3
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -168,6 +169,62 @@ def test_a_store_of_another_format_or_damaged_is_refused_in_one_line(tmp_path) -
         db.execute("UPDATE log SET chunks = substr(chunks, 1, 8) || zeroblob(length(chunks) - 8) WHERE kind = 1")
     with pytest.raises(Exception):
         check_store_file(str(path2))
+
+
+def _changing_store(tmp_path, name: str = "s.sqlite3") -> tuple[SqliteStore, SessionShard]:
+    """A store whose open proto-sessions each changed at many positions."""
+    settings = Settings.from_strings(session_duration="24h")
+    store = SqliteStore(str(tmp_path / name))
+    shard = SessionShard(settings, Clock(), None, store)
+    hits = parsed(generated(3000, 9), settings)
+    for k in range(0, len(hits), 50):
+        shard.on_hits(hits[k:k + 50])
+        shard.snapshot()
+    return store, shard
+
+
+def test_collection_rewrites_metadata_never_hits(tmp_path) -> None:
+    """Collecting old metadata versions and positions writes none of the
+    pages that hold hits: no page it writes (in the WAL after it) holds a
+    byte run of any stored hit chunk. What it keeps loads as before."""
+    store, shard = _changing_store(tmp_path)
+    before = list(store.load())
+    blobs = [b for (b,) in store.db.execute("SELECT chunks FROM log WHERE kind = 1")]
+    runs = {blob[i:i + 24] for blob in blobs for i in range(0, len(blob) - 24, 200)}
+    versions = store.db.execute("SELECT count(*) FROM meta").fetchone()[0]
+    assert versions > 3 * len(before) and len(runs) > 1000  # much to drop, much to keep
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert store.collect(store.position) >= versions - len(before)
+    wal = Path(store.path + "-wal").read_bytes()
+    assert len(wal) > 100_000  # it did write pages
+    assert not [r for r in runs if r in wal]
+    assert store.db.execute("SELECT count(*) FROM meta").fetchone()[0] == len(before)
+    assert list(store.load()) == before == list(store.load(by_session=True))
+
+
+def test_a_store_of_format_1_is_converted_and_resumes(tmp_path) -> None:
+    """A store written by the build that kept metadata in the log (format 1)
+    is converted as it is opened: the same proto-sessions at the same
+    position, and the shard resumes from it."""
+    store, shard = _changing_store(tmp_path)
+    snap = shard.snapshot()
+    before, position = list(store.load()), store.position
+    store.close()
+    with sqlite3.connect(tmp_path / "s.sqlite3") as db:  # the format 1 tables, by hand
+        db.executescript("""
+            ALTER TABLE log ADD COLUMN meta BLOB;
+            UPDATE log SET meta = (SELECT row FROM meta WHERE meta.pos = log.pos AND meta.sid = log.sid)
+                WHERE kind = 1;
+            DROP TABLE meta;
+            INSERT INTO log (pos, sid, kind) SELECT pos, 0, 0 FROM positions;
+            DROP TABLE positions;
+            UPDATE info SET value = '1' WHERE name = 'format';
+        """)
+    again = SqliteStore(str(tmp_path / "s.sqlite3"))
+    assert again.position == position
+    assert list(again.load()) == before
+    resumed = SessionShard(Settings.from_strings(session_duration="24h"), Clock(), snap, again)
+    assert len(resumed.state.sessions) == len(before)
 
 
 # --- the damaged-store check -----------------------------------------------------------------------
