@@ -39,32 +39,42 @@ COLLECT_EVERY_S = 30.0  # garbage collection, at most this often per shard
 # lose a position the partitions name, the resume is refused in one line
 # (`check_marker`), never misread.
 
-# Append-only logs: a write appends its rows at the end of each table
-# (rowid order is position order), so a commit touches the last page or two
-# of them, not a page per changed proto-session, as tables keyed by session
-# would; pages of 1 KiB keep that small too. `log` holds what is written
-# once and only ever deleted with its proto-session: a change's new hit
-# chunks (pickled) and a close. `meta` holds each changed proto-session's
-# metadata at a position and `positions` the positions written; collection
-# drops the versions and positions no resumable position needs, so it
-# rewrites pages of those two tables, never a page of hits.
-POSITION, CHANGE, CLOSE = 0, 1, 2  # POSITION: format 1's marker rows in `log`
+# Append-only tables: a write appends its rows at the end of each (rowid
+# order is position order), so a commit touches the last page or two of
+# them, not a page per changed proto-session, as tables keyed by session
+# would; pages of 1 KiB keep that small too. `log`: each change's new hit
+# chunks (pickled); `meta`: each changed proto-session's metadata at a
+# position; `closes`: the proto-sessions closed at a position; `positions`:
+# the positions written. Collection never deletes a row here and there
+# (that rewrites the page around each row, its neighbours' hits with it,
+# about a page per changed proto-session): once at least half of a table's
+# rows are garbage, the rest are copied, in order, to a new table that
+# replaces it, and the old one's pages are freed, not rewritten (with
+# `secure_delete` FAST: Debian's SQLite zeroes freed pages by default,
+# which writes them all again). So each row is copied about once on average
+# and a table stays within twice what a resume needs.
+_TABLES = {
+    "log": "(pos INTEGER NOT NULL, sid INTEGER NOT NULL, chunks BLOB NOT NULL)",
+    "meta": "(pos INTEGER NOT NULL, sid INTEGER NOT NULL, row BLOB NOT NULL)",
+    "closes": "(pos INTEGER NOT NULL, sid INTEGER NOT NULL)",
+    "positions": "(pos INTEGER PRIMARY KEY)",
+}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS log (pos INTEGER NOT NULL, sid INTEGER NOT NULL, kind INTEGER NOT NULL,
-                                chunks BLOB);
-CREATE TABLE IF NOT EXISTS meta (pos INTEGER NOT NULL, sid INTEGER NOT NULL, row BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS positions (pos INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS dictionaries (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
-"""
-# Format 1 kept metadata and positions in `log`; they move to their tables.
+""" + "".join(f"CREATE TABLE IF NOT EXISTS {name} {columns};\n" for name, columns in _TABLES.items())
+# Format 1 kept all but the dictionaries in `log`, a row kind each (0: a
+# position, 1: metadata and chunks, 2: a close); they move to their tables.
 _FROM_FORMAT_1 = f"""
-CREATE TABLE meta (pos INTEGER NOT NULL, sid INTEGER NOT NULL, row BLOB NOT NULL);
-CREATE TABLE positions (pos INTEGER PRIMARY KEY);
-INSERT INTO meta SELECT pos, sid, meta FROM log WHERE meta IS NOT NULL ORDER BY rowid;
-INSERT INTO positions SELECT pos FROM log WHERE kind = {POSITION};
-DELETE FROM log WHERE kind = {POSITION};
+CREATE TABLE meta {_TABLES["meta"]};
+CREATE TABLE closes {_TABLES["closes"]};
+CREATE TABLE positions {_TABLES["positions"]};
+INSERT INTO meta SELECT pos, sid, meta FROM log WHERE kind = 1 AND meta IS NOT NULL ORDER BY rowid;
+INSERT INTO closes SELECT pos, sid FROM log WHERE kind = 2 ORDER BY rowid;
+INSERT INTO positions SELECT pos FROM log WHERE kind = 0;
+DELETE FROM log WHERE kind != 1;
 ALTER TABLE log DROP COLUMN meta;
+ALTER TABLE log DROP COLUMN kind;
 UPDATE info SET value = '2' WHERE name = 'format';
 """
 
@@ -101,6 +111,7 @@ class SqliteStore:
             self.db.text_factory = bytes  # decoded by hand: a damaged text is one clear line
             self.db.execute("PRAGMA page_size=1024")  # takes effect only as the file is created
             self.db.execute("PRAGMA synchronous=NORMAL")  # see SYNC above
+            self.db.execute("PRAGMA secure_delete=FAST")  # see the tables above
             # appends and one-session reads need few pages: 64 shards of the default 2 MiB
             # page cache would cost more RAM than a memory budget saves
             self.db.execute("PRAGMA cache_size=-128")
@@ -152,16 +163,14 @@ class SqliteStore:
             return Marker(self.kind, self.position, self.token)  # nothing new: same position
         pos = self.last + 1  # never a number used before, even one rolled back
         metas = [(pos, sid, blob) for sid, blob, _ in changes]
-        rows = [(pos, sid, CHANGE, pickle.dumps(chunks, protocol=5))
-                for sid, _, chunks in changes]
-        rows += [(pos, sid, CLOSE, None) for sid in closed]
+        chunks = [(pos, sid, pickle.dumps(c, protocol=5)) for sid, _, c in changes]
         with self._txn():
             self.db.executemany("INSERT INTO meta VALUES (?, ?, ?)", metas)
-            self.db.executemany("INSERT INTO log VALUES (?, ?, ?, ?)", rows)
+            self.db.executemany("INSERT INTO log VALUES (?, ?, ?)", chunks)
+            self.db.executemany("INSERT INTO closes VALUES (?, ?)", [(pos, sid) for sid in closed])
             self.db.execute("INSERT INTO positions VALUES (?)", (pos,))
         self.position = self.last = pos
-        self.bytes_written += (sum(len(m[2]) for m in metas)
-                               + sum(len(r[3]) for r in rows if r[2] == CHANGE))
+        self.bytes_written += sum(len(m[2]) for m in metas) + sum(len(c[2]) for c in chunks)
         return Marker(self.kind, pos, self.token)
 
     def holds(self, pos: int) -> bool:
@@ -176,8 +185,8 @@ class SqliteStore:
             return
         with self._txn():
             self.db.execute("DELETE FROM log WHERE pos > ?", (target,))
-            self.db.execute("DELETE FROM meta WHERE pos > ?", (target,))
-            self.db.execute("DELETE FROM positions WHERE pos > ?", (target,))
+            for table in ("meta", "closes", "positions"):
+                self.db.execute(f"DELETE FROM {table} WHERE pos > ?", (target,))
             self.db.execute("UPDATE info SET value = ? WHERE name = 'last'", (str(self.last),))
         self.position = target
 
@@ -187,15 +196,14 @@ class SqliteStore:
             yield from self._load_by_session(metas)
             return
         chunks: dict[int, list[bytes]] = {}
-        for sid, blob in self.db.execute("SELECT sid, chunks FROM log WHERE kind = ? ORDER BY rowid",
-                                         (CHANGE,)):
+        for sid, blob in self.db.execute("SELECT sid, chunks FROM log ORDER BY rowid"):
             chunks.setdefault(sid, []).extend(pickle.loads(blob))
         for sid in sorted(metas):
             yield sid, metas[sid], chunks.get(sid, [])
 
     def _metas(self) -> dict[int, bytes]:
         """The latest metadata of each open proto-session."""
-        closed = {sid for (sid,) in self.db.execute("SELECT sid FROM log WHERE kind = ?", (CLOSE,))}
+        closed = {sid for (sid,) in self.db.execute("SELECT sid FROM closes")}
         metas = {sid: row for sid, row in self.db.execute("SELECT sid, row FROM meta ORDER BY rowid")}
         for sid in closed:
             metas.pop(sid, None)
@@ -214,25 +222,43 @@ class SqliteStore:
 
     def read(self, sid: int) -> list[bytes]:
         self._index()
-        rows = self.db.execute("SELECT chunks FROM log WHERE sid = ? AND kind = ? ORDER BY rowid",
-                               (sid, CHANGE)).fetchall()
+        rows = self.db.execute("SELECT chunks FROM log WHERE sid = ? ORDER BY rowid",
+                               (sid,)).fetchall()
         return [chunk for (blob,) in rows for chunk in pickle.loads(blob)]
 
     def collect(self, oldest: int) -> int:
-        """Rows of proto-sessions closed at or before `oldest`, metadata
-        older than each one's latest at or before it, and markers of
-        positions before it. Scans of the logs: so at most every
-        `COLLECT_EVERY_S`, not at each write."""
-        closed = "SELECT sid FROM log WHERE kind = ? AND pos <= ?"
+        """Drop the rows of proto-sessions closed at or before `oldest`,
+        metadata older than each one's latest at or before it, and positions
+        before it, table by table once they are half the table (see the
+        tables). Scans: so at most every `COLLECT_EVERY_S`, not at each write."""
+        gone = "sid IN (SELECT sid FROM closes WHERE pos <= :o)"
+        latest = "(sid, pos) IN (SELECT sid, max(pos) FROM meta WHERE pos <= :o GROUP BY sid)"
+        o = {"o": oldest}
         with self._txn():
-            db = self.db
-            n = db.execute(f"DELETE FROM meta WHERE sid IN ({closed})", (CLOSE, oldest)).rowcount
-            n += db.execute(f"DELETE FROM log WHERE sid IN ({closed})", (CLOSE, oldest)).rowcount
-            n += db.execute("DELETE FROM meta WHERE pos <= ? AND rowid NOT IN "
-                            "(SELECT max(rowid) FROM meta WHERE pos <= ? GROUP BY sid)",
-                            (oldest, oldest)).rowcount
-            n += db.execute("DELETE FROM positions WHERE pos < ?", (oldest,)).rowcount
+            n = self._compact("log", f"NOT {gone}", o)
+            n += self._compact("meta", f"(pos > :o OR {latest}) AND NOT {gone}", o)
+            n += self.db.execute("DELETE FROM closes WHERE pos <= :o AND sid NOT IN "
+                                 "(SELECT sid FROM log UNION SELECT sid FROM meta)", o).rowcount
+            n += self.db.execute("DELETE FROM positions WHERE pos < :o", o).rowcount
         return n
+
+    def _compact(self, table: str, needed: str, params: dict) -> int:
+        """Keep only the rows `needed` selects, if at most half of `table`'s
+        rows are: copied in order to a new table that replaces it."""
+        db = self.db
+        total, keep = db.execute(f"SELECT count(*), total({needed}) FROM {table}",
+                                 params).fetchone()
+        if not total or keep * 2 > total:
+            return 0
+        db.execute(f"CREATE TABLE compacted {_TABLES[table]}")
+        db.execute(f"INSERT INTO compacted SELECT * FROM {table} WHERE {needed} ORDER BY rowid",
+                   params)
+        db.execute(f"DROP TABLE {table}")
+        db.execute(f"ALTER TABLE compacted RENAME TO {table}")
+        if table == "log" and self.indexed:
+            self.indexed = False
+            self._index()
+        return total - int(keep)
 
     def close(self) -> None:
         self.db.close()

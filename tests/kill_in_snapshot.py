@@ -26,7 +26,7 @@ def write(self, changes, closed):
         self.db.execute("BEGIN IMMEDIATE")
         self.db.executemany("INSERT INTO meta VALUES (?, ?, ?)",
                             [(self.last + 1, sid, blob) for sid, blob, _ in changes])
-        self.db.executemany("INSERT INTO log VALUES (?, ?, 1, x'')",
+        self.db.executemany("INSERT INTO log VALUES (?, ?, x'')",
                             [(self.last + 1, sid) for sid, _, _ in changes])
         os.kill(os.getpid(), signal.SIGKILL)
     marker = real_write(self, changes, closed)

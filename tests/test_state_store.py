@@ -19,7 +19,7 @@ from protosessions.config import Settings
 from protosessions.engine import IdentityShard, SessionShard
 from protosessions.generate import write_hits
 from protosessions.hit import parse_hit
-from protosessions.store import MemoryStore, StoreMismatch
+from protosessions.store import Marker, MemoryStore, StoreMismatch
 
 
 def generated(n: int, seed: int) -> list[bytes]:
@@ -166,7 +166,7 @@ def test_a_store_of_another_format_or_damaged_is_refused_in_one_line(tmp_path) -
     store.close()
     check_store_file(str(path2))
     with sqlite3.connect(path2) as db:
-        db.execute("UPDATE log SET chunks = substr(chunks, 1, 8) || zeroblob(length(chunks) - 8) WHERE kind = 1")
+        db.execute("UPDATE log SET chunks = substr(chunks, 1, 8) || zeroblob(length(chunks) - 8)")
     with pytest.raises(Exception):
         check_store_file(str(path2))
 
@@ -183,23 +183,53 @@ def _changing_store(tmp_path, name: str = "s.sqlite3") -> tuple[SqliteStore, Ses
     return store, shard
 
 
-def test_collection_rewrites_metadata_never_hits(tmp_path) -> None:
-    """Collecting old metadata versions and positions writes none of the
-    pages that hold hits: no page it writes (in the WAL after it) holds a
-    byte run of any stored hit chunk. What it keeps loads as before."""
+def test_collection_writes_what_it_keeps_never_hits(tmp_path) -> None:
+    """Collecting old metadata versions costs about the metadata it keeps
+    (copied once), not a page per dropped row: the pages it writes (the WAL
+    after it) hold under twice the kept rows' bytes, none of them a byte run
+    of any stored hit chunk. What it keeps loads as before."""
     store, shard = _changing_store(tmp_path)
     before = list(store.load())
-    blobs = [b for (b,) in store.db.execute("SELECT chunks FROM log WHERE kind = 1")]
+    blobs = [b for (b,) in store.db.execute("SELECT chunks FROM log")]
     runs = {blob[i:i + 24] for blob in blobs for i in range(0, len(blob) - 24, 200)}
     versions = store.db.execute("SELECT count(*) FROM meta").fetchone()[0]
     assert versions > 3 * len(before) and len(runs) > 1000  # much to drop, much to keep
     store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     assert store.collect(store.position) >= versions - len(before)
     wal = Path(store.path + "-wal").read_bytes()
-    assert len(wal) > 100_000  # it did write pages
+    kept = store.db.execute("SELECT count(*), sum(length(row)) FROM meta").fetchone()
+    assert kept[0] == len(before)
+    assert kept[1] < len(wal) < 2 * kept[1] + 16 * 1024, (len(wal), kept)
     assert not [r for r in runs if r in wal]
-    assert store.db.execute("SELECT count(*) FROM meta").fetchone()[0] == len(before)
     assert list(store.load()) == before == list(store.load(by_session=True))
+
+
+def test_collection_drops_closed_proto_sessions_and_keeps_what_resumes(tmp_path) -> None:
+    """With proto-sessions closing, a collection at an older position keeps
+    what a resume there needs (rolling back to it loads what it loaded
+    then); one at the current position leaves only the open ones' rows."""
+    settings = Settings.from_strings(max_events="5")
+    store = SqliteStore(str(tmp_path / "s.sqlite3"))
+    shard = SessionShard(settings, Clock(), None, store)
+    hits = parsed(generated(3000, 4), settings)
+    loads, markers = {}, {}
+    for k in range(0, len(hits), 100):
+        shard.on_hits(hits[k:k + 100])
+        marker = Marker(*shard.snapshot()[3])
+        markers[marker.position] = marker
+        loads[marker.position] = list(store.load())
+    middle = sorted(loads)[len(loads) // 2]
+    assert store.collect(middle) > 0
+    assert list(store.load()) == loads[store.position]
+    store.rollback(markers[middle])
+    assert list(store.load()) == loads[middle]
+    store.collect(store.position)
+    open_sids = {sid for sid, _, _ in loads[middle]}
+    assert 0 < len(open_sids) < shard.state.next_sid - 1  # some closed, some open
+    for table in ("log", "meta"):
+        assert {sid for (sid,) in store.db.execute(f"SELECT sid FROM {table}")} == open_sids
+    assert store.db.execute("SELECT count(*) FROM closes").fetchone()[0] == 0
+    assert list(store.load()) == loads[middle]
 
 
 def test_a_store_of_format_1_is_converted_and_resumes(tmp_path) -> None:
@@ -210,14 +240,17 @@ def test_a_store_of_format_1_is_converted_and_resumes(tmp_path) -> None:
     snap = shard.snapshot()
     before, position = list(store.load()), store.position
     store.close()
-    with sqlite3.connect(tmp_path / "s.sqlite3") as db:  # the format 1 tables, by hand
+    with sqlite3.connect(tmp_path / "s.sqlite3") as db:  # the format 1 table, by hand
         db.executescript("""
-            ALTER TABLE log ADD COLUMN meta BLOB;
-            UPDATE log SET meta = (SELECT row FROM meta WHERE meta.pos = log.pos AND meta.sid = log.sid)
-                WHERE kind = 1;
-            DROP TABLE meta;
-            INSERT INTO log (pos, sid, kind) SELECT pos, 0, 0 FROM positions;
-            DROP TABLE positions;
+            CREATE TABLE old (pos INTEGER NOT NULL, sid INTEGER NOT NULL, kind INTEGER NOT NULL,
+                              meta BLOB, chunks BLOB);
+            INSERT INTO old SELECT * FROM (
+                SELECT l.pos, l.sid, 1, m.row, l.chunks FROM log l
+                    LEFT JOIN meta m ON m.pos = l.pos AND m.sid = l.sid
+                UNION ALL SELECT pos, sid, 2, NULL, NULL FROM closes
+                UNION ALL SELECT pos, 0, 0, NULL, NULL FROM positions) ORDER BY 1, 3 = 0;
+            DROP TABLE log; DROP TABLE meta; DROP TABLE closes; DROP TABLE positions;
+            ALTER TABLE old RENAME TO log;
             UPDATE info SET value = '1' WHERE name = 'format';
         """)
     again = SqliteStore(str(tmp_path / "s.sqlite3"))
@@ -310,7 +343,7 @@ def test_the_cli_refuses_a_damaged_state_store_in_one_line(finished_store, tmp_p
     damaged = 0
     for path in store_files(str(rec)):
         with sqlite3.connect(path) as db:
-            damaged += db.execute("UPDATE log SET chunks = zeroblob(length(chunks)) WHERE kind = 1").rowcount
+            damaged += db.execute("UPDATE log SET chunks = zeroblob(length(chunks))").rowcount
     assert damaged
     proc = _cli(*args)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
