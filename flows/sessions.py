@@ -92,19 +92,21 @@ def build_flow(config: RunConfig, source: Source | None = None, sessions_sink: S
     by_join_key = op.flat_map_batch("key_by_join_key", read,
                                     to_identity(ishards, settings,
                                                 settings.identity_rules == "d8a"))
-    joined = op.stateful_batch("identity", by_join_key,
-                               lambda resume: IdentityLogic(settings, resume, finite, ishards,
-                                                            snapshots))
-    by_acid = op.flat_map_batch("key_by_acid", joined, to_sessions(settings.shards, settings))
-    idle_us = settings.tick_us  # idle: no hit for a tick of wall time
-    stores = None
+    stores = istores = None
     budget = 0  # a shard's share of the process's --memory-budget
     if snapshots and state_dir:
         from .placement import shard_keys
         from .state_store import ShardStores
         stores = ShardStores(state_dir, f"{flow_id}.sessions", shard_keys("s", settings.shards))
+        istores = ShardStores(state_dir, f"{flow_id}.identity", shard_keys("i", ishards),
+                              "identity")
         total = config.memory_budget_bytes()
         budget = max(1, total * _processes() // settings.shards) if total else 0
+    joined = op.stateful_batch("identity", by_join_key,
+                               lambda resume: IdentityLogic(settings, resume, finite, ishards,
+                                                            snapshots, istores))
+    by_acid = op.flat_map_batch("key_by_acid", joined, to_sessions(settings.shards, settings))
+    idle_us = settings.tick_us  # idle: no hit for a tick of wall time
     closed = op.stateful_batch(
         "sessions", by_acid,
         lambda resume: SessionLogic(settings, make_clock(streaming, bool(config.skip_catching_up),

@@ -1,12 +1,15 @@
-"""The durable state store: one SQLite file per session shard, in the
-recovery directory (`<dir>/state/sessions-<shard>.sqlite3`).
+"""The durable state store: one SQLite file per session shard and per
+identity shard, in the recovery directory
+(`<dir>/state/sessions-<shard>.sqlite3`, `identity-<shard>.sqlite3`).
 
 A session shard's snapshot writes its changes here as one position (one
 transaction: new hit chunks, the latest metadata of changed proto-sessions,
 the ids of those that closed) and Bytewax's own snapshot keeps only the
-marker of that position (`protosessions.store`). Any process can open any
-shard's file on the shared volume, so the store moves with its shard when a
-resume changes the number of workers or processes.
+marker of that position (`protosessions.store`). An identity shard's
+snapshot writes its changed claims (as metadata without chunks) and the ids
+of those it forgot. Any process can open any shard's file on the shared
+volume, so the store moves with its shard when a resume changes the number
+of workers or processes.
 
 Garbage: rows of proto-sessions closed at or before the oldest position any
 resumable epoch names, and metadata versions older than that position's.
@@ -47,12 +50,15 @@ COLLECT_EVERY_S = 30.0  # garbage collection, at most this often per shard
 # position; `closes`: the proto-sessions closed at a position; `positions`:
 # the positions written. Collection never deletes a row here and there
 # (that rewrites the page around each row, its neighbours' hits with it,
-# about a page per changed proto-session): once at least half of a table's
-# rows are garbage, the rest are copied, in order, to a new table that
-# replaces it, and the old one's pages are freed, not rewritten (with
-# `secure_delete` FAST: Debian's SQLite zeroes freed pages by default,
-# which writes them all again). So each row is copied about once on average
-# and a table stays within twice what a resume needs.
+# about a page per changed proto-session): once enough of a table's rows
+# are garbage, the rest are copied, in order, to a new table that replaces
+# it, and the old one's pages are freed, not rewritten (with `secure_delete`
+# FAST: Debian's SQLite zeroes freed pages by default, which writes them all
+# again). Hit chunks: at half, so the file stays within twice the open hits
+# and each chunk is copied about once; metadata (a new version with every
+# change, a small part of the file): at three quarters, so a change costs a
+# third of a row's copy, not a whole one.
+_GARBAGE = {"log": 1 / 2, "meta": 3 / 4}  # share of garbage rows that collects a table
 _TABLES = {
     "log": "(pos INTEGER NOT NULL, sid INTEGER NOT NULL, chunks BLOB NOT NULL)",
     "meta": "(pos INTEGER NOT NULL, sid INTEGER NOT NULL, row BLOB NOT NULL)",
@@ -83,13 +89,18 @@ class StateStoreError(ValueError):
     """A state store file that cannot be used (one line, naming the file)."""
 
 
-def store_path(directory: str, shard: int) -> str:
-    return os.path.join(directory, SUBDIR, f"sessions-{shard:04d}.sqlite3")
+STEPS = ("sessions", "identity")  # the keyed steps with a store per shard, the files' prefixes
+
+
+def store_path(directory: str, shard: int, step: str = "sessions") -> str:
+    return os.path.join(directory, SUBDIR, f"{step}-{shard:04d}.sqlite3")
 
 
 def store_files(directory: str) -> list[str]:
     folder = Path(directory, SUBDIR)
-    return sorted(str(p) for p in folder.glob("sessions-*.sqlite3")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    return sorted(str(p) for step in STEPS for p in folder.glob(f"{step}-*.sqlite3"))
 
 
 class SqliteStore:
@@ -163,7 +174,7 @@ class SqliteStore:
             return Marker(self.kind, self.position, self.token)  # nothing new: same position
         pos = self.last + 1  # never a number used before, even one rolled back
         metas = [(pos, sid, blob) for sid, blob, _ in changes]
-        chunks = [(pos, sid, pickle.dumps(c, protocol=5)) for sid, _, c in changes]
+        chunks = [(pos, sid, pickle.dumps(c, protocol=5)) for sid, _, c in changes if c]
         with self._txn():
             self.db.executemany("INSERT INTO meta VALUES (?, ?, ?)", metas)
             self.db.executemany("INSERT INTO log VALUES (?, ?, ?)", chunks)
@@ -243,12 +254,12 @@ class SqliteStore:
         return n
 
     def _compact(self, table: str, needed: str, params: dict) -> int:
-        """Keep only the rows `needed` selects, if at most half of `table`'s
-        rows are: copied in order to a new table that replaces it."""
+        """Keep only the rows `needed` selects, once `_GARBAGE[table]` of
+        its rows are not: copied in order to a new table that replaces it."""
         db = self.db
         total, keep = db.execute(f"SELECT count(*), total({needed}) FROM {table}",
                                  params).fetchone()
-        if not total or keep * 2 > total:
+        if not total or total - keep < _GARBAGE[table] * total:
             return 0
         db.execute(f"CREATE TABLE compacted {_TABLES[table]}")
         db.execute(f"INSERT INTO compacted SELECT * FROM {table} WHERE {needed} ORDER BY rowid",
@@ -302,16 +313,25 @@ def oldest_resumable(directory: str, step_id: str, state_key: str) -> Optional[i
 
 
 class ShardStores:
-    """Opens the store of each session shard of a run and collects its
-    garbage now and then (`COLLECT_EVERY_S`)."""
+    """Opens the store of each shard of one keyed step (`step`: its files'
+    prefix) and collects its garbage now and then (`COLLECT_EVERY_S`)."""
 
-    def __init__(self, directory: str, step_id: str, names: tuple[str, ...]) -> None:
+    def __init__(self, directory: str, step_id: str, names: tuple[str, ...],
+                 step: str = "sessions") -> None:
         self.directory = directory
         self.step_id = step_id
         self.names = names
+        self.step = step
 
     def open(self, shard: int) -> SqliteStore:
-        return SqliteStore(store_path(self.directory, shard))
+        return SqliteStore(store_path(self.directory, shard, self.step))
+
+    def open_fresh(self, shard: int) -> SqliteStore:
+        """The store of a shard resumed without a snapshot, emptied: what it
+        holds belongs to no resumable epoch."""
+        store = self.open(shard)
+        store.rollback(None)
+        return store
 
     def maybe_collect(self, store: SqliteStore, shard: int, last: list[float]) -> None:
         """Collect `store`'s garbage if `COLLECT_EVERY_S` passed since `last[0]`."""
@@ -328,6 +348,7 @@ def check_store_file(path: str) -> None:
     """Read a whole store file as a resume would (raises what it would).
     A file that holds nothing yet (a process killed as it created it) is
     fine: no snapshot names it."""
+    from protosessions.middlewares.identity import Claim
     from protosessions.state import ProtoSession
 
     # read-write, as `damaged_snapshot` opens partitions: a killed writer's WAL may need recovery
@@ -340,16 +361,22 @@ def check_store_file(path: str) -> None:
                 return
             raise
     store = SqliteStore(path, create=False)
+    identity = os.path.basename(path).startswith("identity-")
     try:
-        for row in store.load():
-            ProtoSession.from_stored(*row)
+        for sid, blob, chunks in store.load():
+            if identity:
+                (_, _), owner, last, bucket = pickle.loads(blob)
+                Claim(owner, last, bucket, sid)
+            else:
+                ProtoSession.from_stored(sid, blob, chunks)
     finally:
         store.close()
 
 
-def check_marker_in(directory: str, shard: int, marker: tuple) -> None:
-    """Raise unless shard `shard`'s store in `directory` holds `marker`'s position."""
-    path = store_path(directory, shard)
+def check_marker_in(directory: str, step: str, shard: int, marker: tuple) -> None:
+    """Raise unless shard `shard` of `step`'s store in `directory` holds
+    `marker`'s position."""
+    path = store_path(directory, shard, step)
     store = SqliteStore(path, create=False)
     try:
         held = store.holds(int(marker[1]))

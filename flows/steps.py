@@ -174,14 +174,17 @@ def check_snapshot(step: str, snap: tuple, directory: Optional[str] = None) -> N
     A session snapshot's marker is checked against its shard's state store
     in `directory`, read only (the store's rows are checked on their own)."""
     shard, merge = snap
-    if step == "identity":
-        ClaimTable.restore(shard)
-    elif isinstance(shard, tuple) and len(shard) > 3 and shard[2] == "store":
-        check_version(shard)
+    if isinstance(shard, tuple) and len(shard) > 3 and shard[2] == "store":
+        if step == "identity":
+            ClaimTable.restore((*shard[:2], (), shard[-1]))  # its version and fields
+        else:
+            check_version(shard)
         if directory is None:
-            raise ValueError("a session snapshot of a state store, checked without the store")
+            raise ValueError(f"an {step} snapshot of a state store, checked without the store")
         from .state_store import check_marker_in
-        check_marker_in(directory, merge[2], shard[3])
+        check_marker_in(directory, step, merge[2], shard[3])
+    elif step == "identity":
+        ClaimTable.restore(shard)
     else:
         ShardState.restore(shard)
     Watermark.restore(merge[0])
@@ -195,10 +198,16 @@ class IdentityLogic(_Merging, StatefulBatchLogic[tuple, tuple, tuple]):
     no claim."""
 
     def __init__(self, settings: Settings, resume: Optional[tuple], finite: bool,
-                 shards: int, snapshots: bool = True) -> None:
+                 shards: int, snapshots: bool = True,
+                 stores: Optional["ShardStores"] = None) -> None:
         _Merging.__init__(self, resume[1] if resume else None)
         self.settings = settings
-        self.shard = IdentityShard(settings, resume[0] if resume else None)
+        # with a state store, snapshots write the changed claims there, as the session shards do
+        self.stores = stores if snapshots else None
+        store = self.stores.open(self.index) if self.stores and resume else None
+        self._collected = [time.monotonic()]
+        self.shard = IdentityShard(settings, resume[0] if resume else None, store,
+                                   track=self.stores is not None)
         self.finite = finite
         self.shards = shards
         self.snapshots = snapshots
@@ -235,7 +244,13 @@ class IdentityLogic(_Merging, StatefulBatchLogic[tuple, tuple, tuple]):
     def snapshot(self) -> Optional[tuple]:
         if not self.snapshots:
             return None
-        return (self.shard.snapshot(), self.merge_snapshot())
+        if self.stores is None:
+            return (self.shard.snapshot(), self.merge_snapshot())
+        if self.shard.store is None:  # a fresh shard's store, once its number is known
+            self.shard.store = self.stores.open_fresh(self.index)
+        snap = (self.shard.snapshot(), self.merge_snapshot())
+        self.stores.maybe_collect(self.shard.store, self.index, self._collected)
+        return snap
 
 
 class SessionLogic(_Merging, StatefulBatchLogic[tuple, Any, tuple]):
@@ -324,8 +339,7 @@ class SessionLogic(_Merging, StatefulBatchLogic[tuple, Any, tuple]):
     def _open_store(self) -> None:
         """A fresh shard's store, once its number is known."""
         if self.stores is not None and self.index >= 0:
-            self.shard.state.store = self.stores.open(self.index)
-            self.shard.state.store.rollback(None)  # fresh: what it holds belongs to no resumable epoch
+            self.shard.state.store = self.stores.open_fresh(self.index)
 
     def snapshot(self) -> Optional[tuple]:
         if not self.snapshots:

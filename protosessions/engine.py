@@ -55,8 +55,13 @@ class IdentityShard:
     groups share a worker, so results do not change with the worker count.
     """
 
-    def __init__(self, settings: Settings, snapshot: tuple | None = None) -> None:
-        self.table = ClaimTable.restore(snapshot) if snapshot is not None else ClaimTable()
+    def __init__(self, settings: Settings, snapshot: tuple | None = None,
+                 store: ShardStore | None = None, track: bool = False) -> None:
+        """`store`: where snapshots write the changed claims (`track`: it
+        will have one, opened later); a store snapshot is resumed from it."""
+        self.table = (ClaimTable.restore(snapshot, store, track) if snapshot is not None
+                      else ClaimTable(track or store is not None))
+        self.store = store
         self.state = ShardState()
         self.state.clock = self.table.clock
         clock = Clock(self.table.clock)
@@ -103,7 +108,7 @@ class IdentityShard:
         return not self.table.claims
 
     def snapshot(self) -> tuple:
-        return self.table.snapshot()
+        return self.table.snapshot(self.store)
 
 
 class SessionShard:

@@ -477,3 +477,48 @@ def test_a_budget_never_reached_keeps_no_entry_per_closed_session() -> None:
         state = sess.state
         assert len(state.cold) <= 2 * len(state.sessions) + 65
     assert closed > 200 and state.sealed_bytes > 0
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize("rules,strategy", [("classic", "rewrite"), ("d8a", "rewrite"),
+                                            ("classic", "evict")])
+def test_identity_claims_in_a_store_resume_as_the_whole_table(kind, rules, strategy,
+                                                              tmp_path) -> None:
+    """An identity shard with a store writes only the claims hits touched
+    since its last snapshot, and the ids of those it forgot; resuming any
+    of its snapshots (a rollback) gives the very claim table an unbroken
+    shard had there, which the next hits then change alike."""
+    settings = Settings.from_strings(identity_rules=rules, eviction_strategy=strategy,
+                                     session_duration="10m")
+    hits = parsed(generated(4000, 11), settings)
+    store = make_store(kind, tmp_path)
+    shard, plain = IdentityShard(settings, None, store), IdentityShard(settings)
+    rng = random.Random(3)
+    snaps, written, i, resumed, most = [], [], 0, 0, 0
+    while i < len(hits):
+        batch = hits[i:i + rng.randint(1, 20)]
+        i += len(batch)
+        shard.on_hits([pickle.loads(pickle.dumps(h)) for h in batch])
+        plain.on_hits([pickle.loads(pickle.dumps(h)) for h in batch])
+        before = store.bytes_written
+        snaps.append((i, shard.snapshot(), plain.snapshot()))
+        written.append((store.bytes_written - before, len(pickle.dumps(snaps[-1][2]))))
+        most = max(most, len(plain.table.claims))
+        if resumed < 6 and rng.random() < 0.02:
+            at, snap, whole = snaps[rng.randrange(len(snaps))]
+            snaps = [s for s in snaps if s[0] <= at]
+            store = reopen(kind, store, tmp_path)
+            shard = IdentityShard(settings, snap, store)
+            plain = IdentityShard(settings, whole)
+            assert _claims(shard.table.snapshot()) == _claims(whole)  # claim for claim
+            i, resumed = at, resumed + 1
+    assert resumed >= 2
+    assert most > 50 and 0 < len(plain.table.claims) < most  # many claims, some forgotten
+    assert _claims(shard.table.snapshot()) == _claims(plain.snapshot())
+    ours, whole = (sum(x) for x in zip(*written))
+    assert ours < whole / 3, (ours, whole)  # the claims that changed, not the table
+
+
+def _claims(snap: tuple) -> tuple:
+    """A whole claim table snapshot with its claims as a dict (their order is no behaviour)."""
+    return (*snap[:2], {c[0]: c[1:] for c in snap[2]}, snap[3])

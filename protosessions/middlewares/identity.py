@@ -6,9 +6,12 @@ rewrites a hit's ACID; the hit then travels to the shard of its new ACID.
 
 from __future__ import annotations
 
+import pickle
+
 from ..config import Settings
 from ..hit import Evict, Hit
 from ..middleware import BaseMiddleware, Context, Next
+from ..store import Marker, ShardStore
 from ..wheel import TimingWheel
 
 SNAPSHOT_VERSION = 2  # 2: records whether key ownership is tracked (evict)
@@ -19,12 +22,13 @@ ClaimKey = tuple  # (property_id, join key)
 class Claim:
     """Who owns a join key, and when a hit with that key was last seen."""
 
-    __slots__ = ("owner", "last", "bucket")
+    __slots__ = ("owner", "last", "bucket", "sid")
 
-    def __init__(self, owner: str, last: int, bucket: int = -1) -> None:
+    def __init__(self, owner: str, last: int, bucket: int = -1, sid: int = 0) -> None:
         self.owner = owner
         self.last = last
         self.bucket = bucket
+        self.sid = sid  # its id in the shard's state store (0: not written yet)
 
 
 class ClaimTable:
@@ -32,15 +36,34 @@ class ClaimTable:
 
     `owned` (kept only for strategy `evict`) lists the join keys each ACID owns,
     so they can move with its proto-session.
+
+    With a state store (`track`), a snapshot writes only the claims changed
+    since the last one (`dirty`: every claim a hit touched) and the ids of
+    those forgotten (`gone`), as the session shards do: the claims of every
+    client seen in a session duration are not rewritten every epoch.
     """
 
-    __slots__ = ("claims", "wheel", "clock", "owned")
+    __slots__ = ("claims", "wheel", "clock", "owned", "dirty", "gone", "next_sid")
 
-    def __init__(self) -> None:
+    def __init__(self, track: bool = False) -> None:
         self.claims: dict[ClaimKey, Claim] = {}
         self.wheel = TimingWheel()
         self.clock = 0
         self.owned: dict[tuple, set] = {}
+        self.dirty: set[ClaimKey] | None = set() if track else None
+        self.gone: list[int] = []
+        self.next_sid = 1
+
+    def new(self, key: ClaimKey, owner: str, t: int, old: Claim | None) -> Claim:
+        """A fresh claim of `key`, replacing the lapsed `old` one if any (it
+        keeps its store id: the key's row is rewritten, not doubled)."""
+        claim = self.claims[key] = Claim(owner, t, -1, old.sid if old is not None else 0)
+        return claim
+
+    def forget(self, key: ClaimKey, claim: Claim) -> None:
+        del self.claims[key]
+        if claim.sid and self.dirty is not None:
+            self.gone.append(claim.sid)
 
     def expire(self, key: ClaimKey, claim: Claim, bucket: int) -> None:
         """`claim` lapses in wheel bucket `bucket` (which only grows). Filed in
@@ -49,6 +72,8 @@ class ClaimTable:
         if claim.bucket < 0:
             self.wheel.schedule(key, bucket)
         claim.bucket = bucket
+        if self.dirty is not None:
+            self.dirty.add(key)
 
     def own(self, key: ClaimKey, owner: str) -> None:
         self.owned.setdefault((key[0], owner), set()).add(key)
@@ -60,22 +85,61 @@ class ClaimTable:
             if not keys:
                 del self.owned[(key[0], owner)]
 
-    def snapshot(self) -> tuple:
-        return (SNAPSHOT_VERSION, self.clock,
-                tuple((k, c.owner, c.last, c.bucket) for k, c in self.claims.items()),
+    def snapshot(self, store: ShardStore | None = None) -> tuple:
+        """`(version, clock, claims, owned?)`; with a store, the changes go
+        there and the snapshot is `(version, clock, "store", marker, next
+        store id, owned?)`."""
+        if store is None:
+            return (SNAPSHOT_VERSION, self.clock,
+                    tuple((k, c.owner, c.last, c.bucket) for k, c in self.claims.items()),
+                    bool(self.owned))
+        assert self.dirty is not None
+        changes = []
+        claims = self.claims
+        for key in self.dirty:
+            c = claims.get(key)
+            if c is None:
+                continue  # forgotten since: in `gone` if it was written
+            if not c.sid:
+                c.sid = self.next_sid
+                self.next_sid += 1
+            changes.append((c.sid, pickle.dumps((key, c.owner, c.last, c.bucket), protocol=5), []))
+        marker = store.write(changes, self.gone)
+        self.dirty.clear()
+        self.gone = []
+        return (SNAPSHOT_VERSION, self.clock, "store", tuple(marker), self.next_sid,
                 bool(self.owned))
 
     @classmethod
-    def restore(cls, snap: tuple) -> "ClaimTable":
+    def restore(cls, snap: tuple, store: ShardStore | None = None,
+                track: bool = False) -> "ClaimTable":
+        """The table a snapshot names; a store snapshot needs its `store`,
+        which is rolled back to exactly the snapshot's position."""
         if not isinstance(snap, tuple) or not snap or snap[0] != SNAPSHOT_VERSION:
             raise ValueError(f"identity snapshot format {snap[0] if snap else snap!r} "
                              f"is not {SNAPSHOT_VERSION}: this build cannot resume it")
-        table = cls()
+        table = cls(track or store is not None)
         table.clock = snap[1]
-        for key, owner, last, bucket in snap[2]:
-            table.claims[key] = Claim(owner, last, bucket)
+        if snap[2] == "store":
+            if store is None:
+                raise ValueError("this identity snapshot's claims are in a state store, "
+                                 "and none was given")
+            store.rollback(Marker(*snap[3]))
+            table.next_sid = snap[4]
+            rows = []
+            for sid, blob, _ in store.load():
+                key, owner, last, bucket = pickle.loads(blob)
+                rows.append((key, owner, last, bucket, sid))
+        else:
+            rows = [(*row, 0) for row in snap[2]]  # none stored yet: all written at the next snapshot
+            if store is not None:
+                store.rollback(None)  # what it holds belongs to no resumable epoch
+        for key, owner, last, bucket, sid in rows:
+            table.claims[key] = Claim(owner, last, bucket, sid)
             table.wheel.schedule(key, bucket)
-        for key, owner, _, _ in snap[2] if snap[3] else ():
+            if not sid and table.dirty is not None:
+                table.dirty.add(key)
+        for key, owner, _, _, _ in rows if snap[-1] else ():
             table.own(key, owner)
         return table
 
@@ -120,7 +184,7 @@ class IdentityJoin(BaseMiddleware):
             else:
                 if self.evict and claim is not None:
                     table.disown(key, claim.owner)
-                claim = table.claims[key] = Claim(hit.acid, hit.t)
+                claim = table.new(key, hit.acid, hit.t, claim)
                 if self.evict:
                     table.own(key, hit.acid)
             table.expire(key, claim, (claim.last + self.duration + self.lateness) // self.tick)
@@ -133,8 +197,10 @@ class IdentityJoin(BaseMiddleware):
         identity step's whole work; `tests/test_fast_path.py` holds it to
         `handle`)."""
         assert not self.evict
-        claims = self.table.claims
-        schedule = self.table.wheel.schedule
+        table = self.table
+        claims = table.claims
+        schedule = table.wheel.schedule
+        mark = table.dirty.add if table.dirty is not None else None
         duration, lateness, tick = self.duration, self.lateness, self.tick
         append = out.append
         for hit in hits:
@@ -151,10 +217,12 @@ class IdentityJoin(BaseMiddleware):
                     if t > claim.last:
                         claim.last = t
                 else:
-                    claim = claims[key] = Claim(hit.acid, t)
+                    claim = table.new(key, hit.acid, t, claim)
                 if claim.bucket < 0:  # table.expire(key, claim, bucket), inlined
                     schedule(key, (claim.last + duration + lateness) // tick)
                 claim.bucket = (claim.last + duration + lateness) // tick
+                if mark is not None:
+                    mark(key)
             append(hit)
 
     def _move(self, ctx: Context, hit: Hit, owner: str, next: Next) -> None:
@@ -164,6 +232,8 @@ class IdentityJoin(BaseMiddleware):
         for key in keys or ():
             self.table.claims[key].owner = owner
             self.table.own(key, owner)
+            if self.table.dirty is not None:
+                self.table.dirty.add(key)
         next(Evict(hit.property_id, hit.acid, owner, hit.clock, hit.order))  # type: ignore[arg-type]
 
     def on_ping(self, ctx: Context, ts: int) -> None:
@@ -177,7 +247,7 @@ class IdentityJoin(BaseMiddleware):
             if claim.bucket > b:  # seen again since it was filed: file it again
                 wheel.schedule(key, claim.bucket)
             else:
-                del claims[key]
+                self.table.forget(key, claim)
                 if self.evict:
                     self.table.disown(key, claim.owner)
 
@@ -242,7 +312,7 @@ class D8aIdentityJoin(IdentityJoin):
             if claim is None or t - claim.last >= duration or lapsed_at >= claim.last + duration:
                 if self.evict and claim is not None:
                     table.disown(key, claim.owner)
-                claim = claims[key] = Claim(acid, t)
+                claim = table.new(key, acid, t, claim)
                 if self.evict:
                     table.own(key, acid)
             elif claim.owner == acid:
