@@ -160,8 +160,8 @@ def damaged_snapshot(directory: str) -> Optional[str]:
     """The first damage in the store (one line naming the file), or None:
     a partition SQLite's integrity check fails on, a text column that is
     not UTF-8, a snapshot of a step or shard the flow does not have, a
-    snapshot that does not load as this build loads it, or a session state
-    store that does not (`flows.state_store`). Checked before a resume, as
+    snapshot that does not load as this build loads it, or a state store
+    (session or identity shard) that does not (`flows.state_store`). Checked before a resume, as
     Bytewax panics on such a store; each snapshot is loaded and dropped in
     turn, so this costs time (one more read of the state) but little
     memory. Unpickling runs code: the store is trusted anyway."""
@@ -208,7 +208,7 @@ def damaged_snapshot(directory: str) -> Optional[str]:
         try:
             check_store_file(path)
         except Exception as e:
-            return _damage(path, "is a session state store that does not load", e)
+            return _damage(path, "is a state store that does not load", e)
     return None
 
 
