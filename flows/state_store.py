@@ -243,7 +243,9 @@ class SqliteStore:
         before it, table by table once they are half the table (see the
         tables). Scans: so at most every `COLLECT_EVERY_S`, not at each write."""
         gone = "sid IN (SELECT sid FROM closes WHERE pos <= :o)"
-        latest = "(sid, pos) IN (SELECT sid, max(pos) FROM meta WHERE pos <= :o GROUP BY sid)"
+        # each one's latest version at or before `oldest` (rowid order is position order;
+        # a one-column IN is looked up in the subquery's rows, a (sid, pos) one runs it per row)
+        latest = "rowid IN (SELECT max(rowid) FROM meta WHERE pos <= :o GROUP BY sid)"
         o = {"o": oldest}
         with self._txn():
             n = self._compact("log", f"NOT {gone}", o)
