@@ -244,12 +244,11 @@ class IdentityLogic(_Merging, StatefulBatchLogic[tuple, tuple, tuple]):
     def snapshot(self) -> Optional[tuple]:
         if not self.snapshots:
             return None
-        if self.stores is None:
-            return (self.shard.snapshot(), self.merge_snapshot())
-        if self.shard.store is None:  # a fresh shard's store, once its number is known
-            self.shard.store = self.stores.open_fresh(self.index)
-        snap = (self.shard.snapshot(), self.merge_snapshot())
-        self.stores.maybe_collect(self.shard.store, self.index, self._collected)
+        if self.stores is not None and self.shard.store is None and self.index >= 0:
+            self.shard.store = self.stores.open_fresh(self.index)  # once its number is known
+        snap = (self.shard.snapshot(), self.merge_snapshot())  # whole while it has no store
+        if self.shard.store is not None:
+            self.stores.maybe_collect(self.shard.store, self.index, self._collected)
         return snap
 
 
