@@ -195,8 +195,7 @@ class SqliteStore:
         if target == self.position and marker is not None:
             return
         with self._txn():
-            self.db.execute("DELETE FROM log WHERE pos > ?", (target,))
-            for table in ("meta", "closes", "positions"):
+            for table in _TABLES:
                 self.db.execute(f"DELETE FROM {table} WHERE pos > ?", (target,))
             self.db.execute("UPDATE info SET value = ? WHERE name = 'last'", (str(self.last),))
         self.position = target
@@ -240,7 +239,7 @@ class SqliteStore:
     def collect(self, oldest: int) -> int:
         """Drop the rows of proto-sessions closed at or before `oldest`,
         metadata older than each one's latest at or before it, and positions
-        before it, table by table once they are half the table (see the
+        before it, a table once enough of it is garbage (`_GARBAGE`, see the
         tables). Scans: so at most every `COLLECT_EVERY_S`, not at each write."""
         gone = "sid IN (SELECT sid FROM closes WHERE pos <= :o)"
         # each one's latest version at or before `oldest` (rowid order is position order;
