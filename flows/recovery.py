@@ -161,10 +161,10 @@ def damaged_snapshot(directory: str) -> Optional[str]:
     a partition SQLite's integrity check fails on, a text column that is
     not UTF-8, a snapshot of a step or shard the flow does not have, a
     snapshot that does not load as this build loads it, or a state store
-    (session or identity shard) that does not (`flows.state_store`). Checked before a resume, as
-    Bytewax panics on such a store; each snapshot is loaded and dropped in
-    turn, so this costs time (one more read of the state) but little
-    memory. Unpickling runs code: the store is trusted anyway."""
+    (of a session or identity shard) that does not (`flows.state_store`).
+    Checked before a resume, as Bytewax panics on such a store; each
+    snapshot is loaded and dropped in turn, so this costs time (one more
+    read of the state) but little memory. Unpickling runs code: the store is trusted anyway."""
     from .state_store import check_store_file, store_files
     from .steps import check_snapshot
 

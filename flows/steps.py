@@ -171,7 +171,7 @@ class _Merging:
 def check_snapshot(step: str, snap: tuple, directory: Optional[str] = None) -> None:
     """Load a snapshot of a keyed step as a resume would, raising what a
     resume would raise (for the check before a resume, `flows.recovery`).
-    A session snapshot's marker is checked against its shard's state store
+    A store snapshot's marker is checked against its shard's state store
     in `directory`, read only (the store's rows are checked on their own)."""
     shard, merge = snap
     if isinstance(shard, tuple) and len(shard) > 3 and shard[2] == "store":
@@ -180,7 +180,7 @@ def check_snapshot(step: str, snap: tuple, directory: Optional[str] = None) -> N
         else:
             check_version(shard)
         if directory is None:
-            raise ValueError(f"an {step} snapshot of a state store, checked without the store")
+            raise ValueError(f"a {step} step's snapshot of a state store, checked without the store")
         from .state_store import check_marker_in
         check_marker_in(directory, step, merge[2], shard[3])
     elif step == "identity":

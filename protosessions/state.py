@@ -17,7 +17,7 @@ import orjson
 
 from .codec import compress_hits, decompress_hits, dictionaries
 from .session_metrics import SessionMetrics
-from .store import Change, Marker, ShardStore
+from .store import Change, Marker, ShardStore, resume_at
 from .wheel import TimingWheel
 
 SessionKey = tuple  # (property_id, acid)
@@ -496,10 +496,7 @@ class ShardState:
                 dictionaries.register(dict_id, data)
             items = (ProtoSession.from_snapshot(item) for item in snap[3])
         elif snap[2] == "store":
-            if store is None:
-                raise ValueError("this session snapshot's proto-sessions are in a state store, "
-                                 "and none was given")
-            store.rollback(Marker(*snap[3]))
+            store = resume_at(store, snap[3], "session snapshot's proto-sessions")
             state.next_sid = snap[4]
             items = (ProtoSession.from_stored(*row, lazy=bool(budget))
                      for row in store.load(by_session=bool(budget)))

@@ -149,6 +149,15 @@ class MemoryStore:
         return None
 
 
+def resume_at(store: "ShardStore | None", marker: tuple, what: str) -> ShardStore:
+    """`store` rolled back to a store snapshot's `marker` (`what`: what the
+    snapshot keeps there, for the error when no store was given)."""
+    if store is None:
+        raise ValueError(f"this {what} are in a state store, and none was given")
+    store.rollback(Marker(*marker))
+    return store
+
+
 def check_marker(marker: Marker, kind: str, token: str, held: bool, name: str) -> int:
     """The position to roll back to, or `StoreMismatch` naming `name`
     (`held`: whether the store holds the marker's position)."""

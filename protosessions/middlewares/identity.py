@@ -11,7 +11,7 @@ import pickle
 from ..config import Settings
 from ..hit import Evict, Hit
 from ..middleware import BaseMiddleware, Context, Next
-from ..store import Marker, ShardStore
+from ..store import ShardStore, resume_at
 from ..wheel import TimingWheel
 
 SNAPSHOT_VERSION = 2  # 2: records whether key ownership is tracked (evict)
@@ -121,10 +121,7 @@ class ClaimTable:
         table = cls(track or store is not None)
         table.clock = snap[1]
         if snap[2] == "store":
-            if store is None:
-                raise ValueError("this identity snapshot's claims are in a state store, "
-                                 "and none was given")
-            store.rollback(Marker(*snap[3]))
+            store = resume_at(store, snap[3], "identity snapshot's claims")
             table.next_sid = snap[4]
             rows = []
             for sid, blob, _ in store.load():
